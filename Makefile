@@ -1,0 +1,31 @@
+# The two commands a new user needs:  make run  /  make test
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint venv clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Set up and serve on the embedded default (SQLite in ./onehazel-data, no configuration).
+run: $(STAMP)
+	$(BIN)/onehazel serve
+
+## Set up and run the whole test suite (PostgreSQL tests skip if none is reachable), plus lint.
+test: $(STAMP)
+	$(BIN)/pytest
+	$(MAKE) --no-print-directory lint
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) onehazel-data .pytest_cache .mypy_cache .ruff_cache

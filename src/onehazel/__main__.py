@@ -1,0 +1,3 @@
+from onehazel.cli import main
+
+main()

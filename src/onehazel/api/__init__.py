@@ -1,0 +1,1 @@
+"""HTTP only: routes, auth dependency, wire schemas, error rendering."""

@@ -1,0 +1,110 @@
+"""Reading request bodies: media type, gzip, size limits, UTF-8 and JSON hygiene.
+
+We read bodies ourselves instead of letting FastAPI parse them, so that every
+malformed input gets the contract's error (never a 500), limits apply after
+gzip inflation, and JSON numbers are parsed as Decimal (money never touches a
+float).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from decimal import Decimal
+from typing import Any
+
+from starlette.requests import Request
+
+from onehazel.domain.errors import (
+    Detail,
+    InvalidJson,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from onehazel.domain.values import json_problem
+
+SINGLE_LIMIT = 1024 * 1024
+BATCH_LIMIT = 16 * 1024 * 1024
+
+
+def _mib(limit: int) -> str:
+    return f"{limit // (1024 * 1024)} MiB"
+
+
+def _check_media_type(request: Request) -> None:
+    content_type = request.headers.get("content-type")
+    if content_type is None:
+        return  # a missing Content-Type is read as JSON (CONTRACT.md)
+    media, _, params = content_type.partition(";")
+    media = media.strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        raise UnsupportedMediaType("send the body as application/json")
+    charset = params.strip().lower()
+    if charset.startswith("charset=") and charset[8:].strip('"') not in ("utf-8", "utf8"):
+        raise UnsupportedMediaType("JSON bodies must be UTF-8")
+
+
+async def read_body(request: Request, *, limit: int) -> bytes:
+    """The inflated body, refusing (413) anything over ``limit`` bytes."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip", ""):
+        raise UnsupportedMediaType("Content-Encoding must be gzip or absent")
+    too_large = PayloadTooLarge(f"the request body is over the {_mib(limit)} limit")
+    wire_limit = limit if encoding != "gzip" else limit + limit // 8 + 1024
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > wire_limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > wire_limit:
+            raise too_large
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if encoding != "gzip":
+        return raw
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        body = inflater.decompress(raw, limit + 1)
+    except zlib.error:
+        raise InvalidJson("the gzip body could not be inflated") from None
+    if len(body) > limit or inflater.unconsumed_tail:
+        raise too_large
+    if not inflater.eof:
+        raise InvalidJson("the gzip body is truncated")
+    return body
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(raw: bytes) -> Any:
+    if not raw.strip():
+        raise InvalidJson("the request body is empty; send a JSON object")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidJson(f"the request body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text.removeprefix("\ufeff"), parse_float=Decimal, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise InvalidJson(
+            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except ValueError as exc:
+        raise InvalidJson(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidJson("the request body is nested too deeply") from None
+
+
+async def read_json(request: Request, *, limit: int = SINGLE_LIMIT) -> Any:
+    """Read, check and parse a JSON body; every failure is a 4xx ApiError."""
+    _check_media_type(request)
+    document = parse_json(await read_body(request, limit=limit))
+    problem = json_problem(document)
+    if problem is not None:
+        raise ValidationFailed.of([Detail("", "invalid_json_value", problem)])
+    return document

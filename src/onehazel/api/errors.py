@@ -1,0 +1,83 @@
+"""One renderer for every error: the contract's shape, whatever raised it.
+
+Our own ApiError subclasses, FastAPI's parameter validation errors and
+Starlette's 404/405 all leave here as ``{"error": {"code", "message",
+"details"?, "requestId"}}``. Messages name paths and rules, never the
+offending values (which could be PII).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from onehazel.api.responses import Json
+from onehazel.domain.errors import (
+    ApiError,
+    Detail,
+    InvalidJson,
+    MethodNotAllowed,
+    NotFound,
+    ValidationFailed,
+)
+
+
+def request_id_of(request: Request) -> str:
+    return str(request.scope.get("request_id", ""))
+
+
+def render(error: ApiError, request_id: str) -> Json:
+    return Json(error.body(request_id), status_code=error.status, headers=error.headers or None)
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] == "path":
+        parts = parts[1:]
+    return ".".join(parts)
+
+
+def _detail(error: dict[str, Any]) -> Detail:
+    path = _location(tuple(error.get("loc", ())))
+    kind = str(error.get("type", "invalid"))
+    code = "missing_field" if kind == "missing" else "invalid_parameter"
+    message = str(error.get("msg", "is invalid"))
+    return Detail(path=path, code=code, message=f"{path}: {message}")
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Json:
+        return render(exc, request_id_of(request))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Json:
+        details = [_detail(e) for e in exc.errors()]
+        if any(d.path.startswith("body") for d in details):
+            error: ApiError = InvalidJson("the request body is not valid JSON")
+        else:
+            error = ValidationFailed.of(details or [Detail("", "invalid_parameter", "invalid request")])
+        return render(error, request_id_of(request))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Json:
+        if exc.status_code == 405:
+            error: ApiError = MethodNotAllowed(f"{request.method} is not allowed on this path")
+            allow = (exc.headers or {}).get("Allow")
+            if allow:
+                error.headers["Allow"] = allow
+        elif exc.status_code == 404:
+            error = NotFound("no such endpoint; see /docs for the API")
+        else:
+            error = _generic(exc.status_code, str(exc.detail))
+        return render(error, request_id_of(request))
+
+
+def _generic(status: int, message: str) -> ApiError:
+    error = ApiError(message)
+    error.status = status  # type: ignore[misc]
+    error.code = "http_error"  # type: ignore[misc]
+    return error

@@ -1,0 +1,176 @@
+"""Request ids, access logs, Prometheus metrics and the last-resort error guard.
+
+One pure ASGI middleware (no BaseHTTPMiddleware overhead) wraps every request:
+it assigns or echoes ``X-Request-Id``, times the request, counts it by route
+template and status, writes one JSON log line (route template, never the raw
+path or body, so no PII reaches logs), and turns any unexpected exception into
+the contract's 500 body instead of a bare text page.
+
+It also lets an externalId contain "/": ASGI servers decode ``%2F`` before
+routing, so we re-decode the raw path with ``%2F`` mapped to U+FFFF (a
+non-character that identifiers may not contain) and map it back in the path
+dependency.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import sys
+import time
+from typing import Any
+from urllib.parse import unquote
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+SLASH = "\uffff"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+log = logging.getLogger("onehazel")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "onehazel_http_requests_total",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "onehazel_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.ingested = Counter(
+            "onehazel_ingested_items_total",
+            "Items stored, by kind (entities, events, states)",
+            ["kind"],
+            registry=self.registry,
+        )
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            doc.update(fields)
+        if record.exc_info and record.exc_info[0] is not None:
+            doc["error"] = record.exc_info[0].__name__
+            doc["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler.formatter.converter = time.gmtime  # type: ignore[union-attr]
+    root = logging.getLogger("onehazel")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _route_of(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"
+
+
+def _decode_path(scope: Scope) -> None:
+    raw = scope.get("raw_path")
+    if raw and b"%2f" in raw.lower():
+        raw_text = raw.decode("latin-1").split("?", 1)[0]
+        scope["path"] = unquote(re.sub("%2[fF]", "%EF%BF%BF", raw_text), errors="replace")
+
+
+class Observability:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        _decode_path(scope)
+        headers = scope.get("headers", [])
+        incoming = next((v for k, v in headers if k == b"x-request-id"), b"").decode("latin-1")
+        request_id = incoming if _REQUEST_ID.match(incoming) else "req_" + secrets.token_hex(12)
+        scope["request_id"] = request_id
+        started = time.perf_counter()
+        state = {"status": 0}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception(
+                "unhandled error", extra={"fields": {"requestId": request_id, "route": _route_of(scope)}}
+            )
+            if state["status"] == 0:
+                await self._internal_error(send_with_id, request_id)
+            state["status"] = 500
+        finally:
+            self._observe(scope, state["status"], time.perf_counter() - started, request_id)
+
+    def _observe(self, scope: Scope, status: int, elapsed: float, request_id: str) -> None:
+        route, method = _route_of(scope), scope.get("method", "")
+        self.metrics.requests.labels(method, route, str(status)).inc()
+        self.metrics.latency.labels(method, route).observe(elapsed)
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "request",
+                extra={
+                    "fields": {
+                        "requestId": request_id,
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "durationMs": round(elapsed * 1000, 2),
+                    }
+                },
+            )
+
+    @staticmethod
+    async def _internal_error(send: Send, request_id: str) -> None:
+        body = orjson.dumps(
+            {
+                "error": {
+                    "code": "internal_error",
+                    "message": "an internal error occurred; it has been logged with this request id",
+                    "requestId": request_id,
+                }
+            }
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 500,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

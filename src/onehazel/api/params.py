@@ -1,0 +1,15 @@
+"""Query parameter parsing shared by routes."""
+
+from __future__ import annotations
+
+from onehazel.domain.errors import Detail, ValidationFailed
+from onehazel.domain.values import ValueProblem, parse_timestamp
+
+
+def optional_timestamp(name: str, raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        return parse_timestamp(raw)
+    except ValueProblem as exc:
+        raise ValidationFailed.of([Detail(name, exc.code, f"{name}: {exc.message}")]) from None

@@ -1,0 +1,82 @@
+"""Entities: upsert, read, bulk listing, soft delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from onehazel.api.body import read_json
+from onehazel.api.deps import ExternalIdDep, MetricsDep, ServicesDep, WorkspaceDep
+from onehazel.api.docs import errors, json_body, write_errors
+from onehazel.api.params import optional_timestamp
+from onehazel.api.responses import Json
+from onehazel.api.schemas import DeletedOut, EntityIn, EntityOut, EntityPage
+
+router = APIRouter(tags=["entities"])
+
+
+@router.post(
+    "/entities",
+    response_model=None,
+    status_code=201,
+    responses={
+        201: {"model": EntityOut, "description": "Created"},
+        200: {"model": EntityOut, "description": "Updated (attributes merged)"},
+        **write_errors(409, 410),
+    },
+    openapi_extra=json_body(EntityIn, description="Create or merge-update an entity by externalId"),
+)
+async def upsert_entity(
+    request: Request, services: ServicesDep, ws: WorkspaceDep, metrics: MetricsDep
+) -> Json:
+    """Create (201) or merge-update (200) an entity by its externalId."""
+    entity, created = await services.entities.upsert(ws, await read_json(request))
+    metrics.ingested.labels("entities").inc()
+    return Json(entity, status_code=201 if created else 200)
+
+
+@router.get("/entities", response_model=None, responses={200: {"model": EntityPage}, **errors(422)})
+async def list_entities(
+    services: ServicesDep,
+    ws: WorkspaceDep,
+    type_: Annotated[
+        str | None, Query(alias="type", max_length=64, description="Only this entity type")
+    ] = None,
+    updated_since: Annotated[
+        str | None, Query(alias="updatedSince", description="RFC 3339; only entities updated at or after")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[
+        str | None, Query(max_length=2048, description="nextCursor of the previous page")
+    ] = None,
+) -> Json:
+    """Page through live entities, oldest update first; PII stays encrypted."""
+    page = await services.entities.list(
+        ws,
+        type_=type_,
+        updated_since=optional_timestamp("updatedSince", updated_since),
+        limit=limit,
+        cursor=cursor,
+    )
+    return Json(page)
+
+
+@router.get(
+    "/entities/{externalId}",
+    response_model=None,
+    responses={200: {"model": EntityOut}, **errors(404, 410, 422)},
+)
+async def get_entity(services: ServicesDep, ws: WorkspaceDep, external_id: ExternalIdDep) -> Json:
+    """One entity with its PII decrypted."""
+    return Json(await services.entities.get(ws, external_id))
+
+
+@router.delete(
+    "/entities/{externalId}",
+    response_model=None,
+    responses={200: {"model": DeletedOut}, **errors(404, 422)},
+)
+async def delete_entity(services: ServicesDep, ws: WorkspaceDep, external_id: ExternalIdDep) -> Json:
+    """Soft-delete an entity (idempotent); it is erased for good after deletedEntitiesDays."""
+    return Json(await services.entities.delete(ws, external_id))

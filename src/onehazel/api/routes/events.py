@@ -1,0 +1,76 @@
+"""Events: append one, list an entity's log. No route modifies or deletes an event."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+
+from onehazel.api.body import read_json
+from onehazel.api.deps import ExternalIdDep, MetricsDep, ServicesDep, WorkspaceDep
+from onehazel.api.docs import errors, json_body, write_errors
+from onehazel.api.params import optional_timestamp
+from onehazel.api.responses import Json
+from onehazel.api.schemas import EventIn, EventOut, EventPage
+from onehazel.domain.validation import bind_path
+
+router = APIRouter(tags=["events"])
+
+
+@router.post(
+    "/entities/{externalId}/events",
+    response_model=None,
+    status_code=201,
+    responses={
+        201: {"model": EventOut, "description": "Stored"},
+        200: {
+            "model": EventOut,
+            "description": "Exact replay of an eventId: nothing stored, duplicate: true",
+        },
+        **write_errors(404, 409, 410),
+    },
+    openapi_extra=json_body(EventIn, description="One event; eventId makes retries idempotent"),
+)
+async def record_event(
+    request: Request, services: ServicesDep, ws: WorkspaceDep, external_id: ExternalIdDep, metrics: MetricsDep
+) -> Json:
+    """Append an event to an entity's log (201), or confirm an exact replay (200)."""
+    body = bind_path(await read_json(request), externalId=external_id)
+    event, created = await services.events.record(ws, body)
+    if created:
+        metrics.ingested.labels("events").inc()
+    return Json(event, status_code=201 if created else 200)
+
+
+@router.get(
+    "/entities/{externalId}/events",
+    response_model=None,
+    responses={200: {"model": EventPage}, **errors(404, 410, 422)},
+)
+async def list_events(
+    services: ServicesDep,
+    ws: WorkspaceDep,
+    external_id: ExternalIdDep,
+    type_: Annotated[
+        str | None, Query(alias="type", max_length=64, description="Only this event type")
+    ] = None,
+    from_: Annotated[str | None, Query(alias="from", description="RFC 3339; timestamp at or after")] = None,
+    to: Annotated[str | None, Query(description="RFC 3339; timestamp strictly before")] = None,
+    order: Annotated[Literal["desc", "asc"], Query(description="By timestamp, then server order")] = "desc",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[
+        str | None, Query(max_length=2048, description="nextCursor of the previous page")
+    ] = None,
+) -> Json:
+    """An entity's events by timestamp (newest first by default), PII decrypted."""
+    page = await services.events.list(
+        ws,
+        external_id,
+        type_=type_,
+        from_ts=optional_timestamp("from", from_),
+        to_ts=optional_timestamp("to", to),
+        descending=order == "desc",
+        limit=limit,
+        cursor=cursor,
+    )
+    return Json(page)

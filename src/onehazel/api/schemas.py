@@ -1,0 +1,191 @@
+"""Wire schemas for the OpenAPI document.
+
+Bodies are parsed by ``api/body.py`` and validated by ``domain/validation.py``
+(so money stays exact and errors follow the contract); these pydantic models
+describe the same shapes for ``/openapi.json`` and ``/docs``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Timestamp = str
+ExternalId = Field(min_length=1, max_length=256, description="1-256 characters, no control characters")
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(_Wire):
+    path: str = Field(description="Where the problem is, e.g. data.amount")
+    code: str = Field(description="e.g. invalid_field_type, unknown_event_type, missing_field")
+    message: str
+
+
+class ErrorInfo(_Wire):
+    code: str = Field(description="The contract's error code, e.g. validation_error")
+    message: str
+    details: list[ErrorDetail] | None = None
+    requestId: str
+
+
+class ErrorBody(_Wire):
+    error: ErrorInfo
+
+
+class WarningInfo(_Wire):
+    code: Literal["missing_required_field"]
+    field: str
+    message: str
+
+
+class FieldSpecOut(_Wire):
+    type: Literal["string", "number", "decimal", "integer", "boolean", "timestamp", "object", "array", "any"]
+    pii: bool
+    enum: list[str] | None = None
+    description: str | None = None
+
+
+class EntityTypeOut(_Wire):
+    fields: dict[str, FieldSpecOut]
+
+
+class EventTypeOut(_Wire):
+    description: str
+    requiredFields: list[str]
+    fields: dict[str, FieldSpecOut]
+
+
+class StateKeyOut(_Wire):
+    description: str
+    value: FieldSpecOut
+
+
+class TemplateOut(_Wire):
+    id: str
+    name: str
+    version: int
+    description: str
+    entityTypes: dict[str, EntityTypeOut]
+    eventTypes: dict[str, EventTypeOut]
+    stateKeys: dict[str, StateKeyOut]
+
+
+class TemplateList(_Wire):
+    data: list[TemplateOut]
+
+
+class RetentionIn(_Wire):
+    eventsDays: int | None = Field(default=None, ge=1, le=36_500, description="null keeps events forever")
+    deletedEntitiesDays: int | None = Field(default=None, ge=0, le=3_650)
+
+
+class SettingsIn(_Wire):
+    templateId: str | None = Field(default=None, description="tpl_igaming, or null")
+    retention: RetentionIn | None = None
+    updatedAt: Timestamp | None = Field(default=None, description="Ignored (read-only)")
+
+
+class RetentionOut(_Wire):
+    eventsDays: int | None
+    deletedEntitiesDays: int
+
+
+class SettingsOut(_Wire):
+    templateId: str | None
+    retention: RetentionOut
+    updatedAt: Timestamp | None
+
+
+class EntityIn(_Wire):
+    externalId: str = ExternalId
+    type: str = Field(description="An entity type of the template: player, operator or game")
+    attributes: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Merged into the stored attributes; a key set to null removes it. "
+        "Decimal fields accept numbers or strings and are returned as strings.",
+    )
+
+
+class EntityOut(_Wire):
+    externalId: str
+    type: str
+    attributes: dict[str, Any]
+    createdAt: Timestamp
+    updatedAt: Timestamp
+    version: int
+    warnings: list[WarningInfo] | None = None
+
+
+class EntityPage(_Wire):
+    data: list[EntityOut] = Field(description='PII values appear as {"$encrypted": "<ciphertext>"}')
+    nextCursor: str | None
+
+
+class DeletedOut(_Wire):
+    externalId: str
+    deletedAt: Timestamp
+    purgeAfter: Timestamp
+
+
+class EventIn(_Wire):
+    type: str = Field(description="An event type of the template, e.g. transaction")
+    data: dict[str, Any] = Field(default_factory=dict)
+    eventId: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Idempotency key, unique per workspace; assigned (evt_...) when absent",
+    )
+    timestamp: Timestamp | None = Field(default=None, description="RFC 3339 with offset; default receivedAt")
+    externalId: str | None = Field(default=None, description="Optional; must equal the path's externalId")
+
+
+class EventOut(_Wire):
+    eventId: str
+    type: str
+    externalId: str
+    data: dict[str, Any]
+    timestamp: Timestamp = Field(description="As sent by the client, or receivedAt")
+    receivedAt: Timestamp
+    warnings: list[WarningInfo] | None = None
+    duplicate: bool | None = Field(default=None, description="true when this was an exact replay")
+
+
+class EventPage(_Wire):
+    data: list[EventOut]
+    nextCursor: str | None
+
+
+class StateIn(_Wire):
+    value: Any = Field(description="Checked against the template's state key (balance is a decimal)")
+    timestamp: Timestamp | None = Field(default=None, description="RFC 3339 with offset; default now")
+
+
+class StateValue(_Wire):
+    value: Any
+    timestamp: Timestamp
+    updatedAt: Timestamp
+
+
+class StateOut(StateValue):
+    key: str
+
+
+class StatePut(StateOut):
+    applied: bool = Field(description="false when a newer state was already stored (returned instead)")
+
+
+class StateList(_Wire):
+    externalId: str
+    states: dict[str, StateValue]
+
+
+class Health(_Wire):
+    status: Literal["ok", "unavailable"]
+
+
+BODY_MODELS: list[type[BaseModel]] = [SettingsIn, EntityIn, EventIn, StateIn]

@@ -1,0 +1,24 @@
+"""Builds the running system from a Config: engine, keys, services. Tests call it too."""
+
+from __future__ import annotations
+
+from onehazel.config import Config
+from onehazel.services.container import Services
+from onehazel.services.core import Core
+from onehazel.storage.engine import create_engine
+from onehazel.storage.migrate import migrate
+from onehazel.storage.unit_of_work import Store
+
+
+async def open_services(config: Config, *, run_migrations: bool = False, null_pool: bool = False) -> Services:
+    """Open the database and key ring. Migrations run first when asked to."""
+    keys = config.key_ring()
+    config.prepare_sqlite_dir()
+    engine = create_engine(config.database_url, null_pool=null_pool)
+    try:
+        if run_migrations:
+            await migrate(engine)
+    except BaseException:
+        await engine.dispose()
+        raise
+    return Services.over(Core(store=Store(engine), keys=keys))

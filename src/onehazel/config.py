@@ -1,0 +1,52 @@
+"""Configuration from the environment and command-line flags, validated at start-up.
+
+With no configuration the server uses the embedded default: SQLite at
+``./onehazel-data/onehazel.db`` and a master key file beside it, both created
+on first start. A SQLite URL given explicitly also keeps its key file beside
+the database; a PostgreSQL server must be given its master key
+(``ONEHAZEL_MASTER_KEY`` or ``ONEHAZEL_MASTER_KEY_FILE``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from onehazel.crypto.keys import KeyRing, load_key_ring
+from onehazel.storage.engine import async_url
+
+DEFAULT_DATABASE_URL = "sqlite:///./onehazel-data/onehazel.db"
+
+
+@dataclass(frozen=True)
+class Config:
+    database_url: str
+    env: dict[str, str]
+
+    @classmethod
+    def load(cls, database_url: str | None = None, env: dict[str, str] | None = None) -> Config:
+        environ = dict(os.environ if env is None else env)
+        url = database_url or environ.get("ONEHAZEL_DATABASE_URL") or DEFAULT_DATABASE_URL
+        async_url(url)  # validates the scheme
+        return cls(database_url=url, env=environ)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        if not self.is_sqlite:
+            return None
+        return Path(self.database_url.split(":///", 1)[1])
+
+    def key_ring(self) -> KeyRing:
+        path = self.sqlite_path
+        default_file = path.parent / "master.key" if path is not None else None
+        return load_key_ring(env=self.env, default_file=default_file)
+
+    def prepare_sqlite_dir(self) -> None:
+        path = self.sqlite_path
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,1 @@
+"""PII encryption: master keys, per-workspace keys, per-entity data keys, field ciphertexts."""

@@ -1,0 +1,1 @@
+"""Pure domain rules: templates, validation, values and errors. No I/O lives here."""

@@ -1,0 +1,308 @@
+"""Validation of entity, event and state writes against a template.
+
+Pure functions of (template, body) -> a normalised write or a ValidationFailed
+listing every problem with its path. Single and batch writes use the same
+functions, so an item is judged the same way wherever it arrives.
+
+Rules (CONTRACT.md, "Validation rules"): unknown entity/event types and state
+keys are rejected; a declared field of the wrong type is rejected; a missing
+required field is accepted with a warning; undeclared fields are kept as
+non-PII data. ``null`` means "no value": it removes an entity attribute and
+counts as missing for a required event field.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from onehazel.domain.errors import Detail, ValidationFailed
+from onehazel.domain.templates import FieldSpec, Template
+from onehazel.domain.values import (
+    ValueProblem,
+    check_identifier,
+    parse_decimal,
+    parse_timestamp,
+)
+
+
+@dataclass(frozen=True)
+class Warning:  # noqa: A001 - the contract calls them warnings
+    code: str
+    field: str
+    message: str
+
+    def to_wire(self) -> dict[str, str]:
+        return {"code": self.code, "field": self.field, "message": self.message}
+
+
+@dataclass
+class EntityWrite:
+    external_id: str
+    type: str
+    plain: dict[str, Any]
+    """Non-PII attributes; a value of None removes the attribute."""
+    pii: dict[str, Any]
+    """PII attributes in plain text (encrypted before storage); None removes."""
+    warnings: list[Warning] = field(default_factory=list)
+
+
+@dataclass
+class EventWrite:
+    external_id: str
+    type: str
+    plain: dict[str, Any]
+    pii: dict[str, Any]
+    event_id: str | None
+    timestamp: str | None
+    ts: int | None
+    warnings: list[Warning] = field(default_factory=list)
+
+    def fingerprint_source(self) -> dict[str, Any]:
+        """What the client sent, normalised: equal sources mean an exact replay."""
+        return {
+            "externalId": self.external_id,
+            "type": self.type,
+            "data": {**self.plain, **self.pii},
+            "timestamp": self.ts,
+        }
+
+
+@dataclass
+class StateWrite:
+    external_id: str
+    key: str
+    value: Any
+    timestamp: str | None
+    ts: int | None
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.details: list[Detail] = []
+
+    def add(self, path: str, code: str, message: str) -> None:
+        self.details.append(Detail(path=path, code=code, message=f"{path}: {message}"))
+
+    def raise_if_any(self) -> None:
+        if self.details:
+            raise ValidationFailed.of(self.details)
+
+
+def check_value(spec: FieldSpec, value: Any) -> Any:
+    """Return ``value`` normalised for storage, or raise ValueProblem."""
+    kind = spec.type
+    if value is None:
+        return None
+    if kind == "string":
+        if not isinstance(value, str):
+            raise ValueProblem("invalid_field_type", "expected a string")
+        if spec.enum is not None and value not in spec.enum:
+            raise ValueProblem("invalid_field_value", f"expected one of {', '.join(spec.enum)}")
+        return value
+    if kind == "decimal":
+        return parse_decimal(value)
+    if kind == "number":
+        if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+            raise ValueProblem("invalid_field_type", "expected a number")
+        return plain_json(value)
+    if kind == "integer":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueProblem("invalid_field_type", "expected an integer")
+        return value
+    if kind == "boolean":
+        if not isinstance(value, bool):
+            raise ValueProblem("invalid_field_type", "expected true or false")
+        return value
+    if kind == "timestamp":
+        parse_timestamp(value)
+        return value
+    if kind == "object" and not isinstance(value, dict):
+        raise ValueProblem("invalid_field_type", "expected an object")
+    if kind == "array" and not isinstance(value, list):
+        raise ValueProblem("invalid_field_type", "expected an array")
+    return plain_json(value)
+
+
+def plain_json(value: Any) -> Any:
+    """Turn parsed JSON (with Decimal floats) into storable JSON: floats for numbers."""
+    if isinstance(value, Decimal):
+        number = float(value)
+        if math.isinf(number) or math.isnan(number):
+            raise ValueProblem("invalid_field_type", "number is out of range")
+        return number
+    if isinstance(value, dict):
+        return {k: plain_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_json(v) for v in value]
+    return value
+
+
+def _fields(
+    specs: dict[str, FieldSpec],
+    values: Any,
+    *,
+    path: str,
+    problems: _Problems,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split ``values`` into (plain, pii), each normalised, recording problems."""
+    plain: dict[str, Any] = {}
+    pii: dict[str, Any] = {}
+    if values is None:
+        return plain, pii
+    if not isinstance(values, dict):
+        problems.add(path, "invalid_field_type", "expected an object")
+        return plain, pii
+    for name, value in values.items():
+        spec = specs.get(name)
+        try:
+            normalised = check_value(spec, value) if spec else plain_json(value)
+        except ValueProblem as exc:
+            problems.add(f"{path}.{name}", exc.code, exc.message)
+            continue
+        (pii if spec is not None and spec.pii else plain)[name] = normalised
+    return plain, pii
+
+
+def _identifier(body: dict[str, Any], key: str, problems: _Problems) -> str:
+    if body.get(key) is None:
+        problems.add(key, "missing_field", "is required")
+        return ""
+    try:
+        return check_identifier(body[key], what=key)
+    except ValueProblem as exc:
+        problems.add(key, exc.code, exc.message)
+        return ""
+
+
+def _timestamp(body: dict[str, Any], problems: _Problems) -> tuple[str | None, int | None]:
+    raw = body.get("timestamp")
+    if raw is None:
+        return None, None
+    try:
+        return raw, parse_timestamp(raw)
+    except ValueProblem as exc:
+        problems.add("timestamp", exc.code, exc.message)
+        return None, None
+
+
+def _unknown_members(body: dict[str, Any], allowed: frozenset[str], problems: _Problems) -> None:
+    for key in body:
+        if key not in allowed:
+            allowed_list = ", ".join(sorted(allowed))
+            problems.add(key, "unknown_field", f"is not a known member (allowed: {allowed_list})")
+
+
+def _require_object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ValidationFailed.of(
+            [Detail(path="", code="invalid_type", message="the body must be a JSON object")]
+        )
+    return body
+
+
+_ENTITY_MEMBERS = frozenset({"externalId", "type", "attributes"})
+_EVENT_MEMBERS = frozenset({"externalId", "type", "data", "eventId", "timestamp"})
+_STATE_MEMBERS = frozenset({"externalId", "key", "value", "timestamp"})
+
+
+def validate_entity(template: Template, body: Any) -> EntityWrite:
+    body = _require_object(body)
+    problems = _Problems()
+    _unknown_members(body, _ENTITY_MEMBERS, problems)
+    external_id = _identifier(body, "externalId", problems)
+    type_ = body.get("type")
+    entity_type = template.entity_types.get(type_) if isinstance(type_, str) else None
+    plain: dict[str, Any] = {}
+    pii: dict[str, Any] = {}
+    if not isinstance(type_, str):
+        problems.add(
+            "type",
+            "missing_field" if type_ is None else "invalid_field_type",
+            "is required and must be a string",
+        )
+    elif entity_type is None:
+        known = ", ".join(template.entity_types)
+        problems.add("type", "unknown_entity_type", f"unknown entity type (known: {known})")
+    else:
+        plain, pii = _fields(entity_type.fields, body.get("attributes"), path="attributes", problems=problems)
+    problems.raise_if_any()
+    return EntityWrite(external_id=external_id, type=str(type_), plain=plain, pii=pii)
+
+
+def validate_event(template: Template, body: Any) -> EventWrite:
+    body = _require_object(body)
+    problems = _Problems()
+    _unknown_members(body, _EVENT_MEMBERS, problems)
+    external_id = _identifier(body, "externalId", problems)
+    event_id = _identifier(body, "eventId", problems) if body.get("eventId") is not None else None
+    timestamp, ts = _timestamp(body, problems)
+    type_ = body.get("type")
+    event_type = template.event_types.get(type_) if isinstance(type_, str) else None
+    plain: dict[str, Any] = {}
+    pii: dict[str, Any] = {}
+    warnings: list[Warning] = []
+    if not isinstance(type_, str):
+        problems.add(
+            "type",
+            "missing_field" if type_ is None else "invalid_field_type",
+            "is required and must be a string",
+        )
+    elif event_type is None:
+        known = ", ".join(template.event_types)
+        problems.add("type", "unknown_event_type", f"unknown event type (known: {known})")
+    else:
+        plain, pii = _fields(event_type.fields, body.get("data"), path="data", problems=problems)
+        for name in event_type.required:
+            if plain.get(name) is None and pii.get(name) is None:
+                warnings.append(
+                    Warning("missing_required_field", name, f"{type_} events should carry data.{name}")
+                )
+    problems.raise_if_any()
+    return EventWrite(
+        external_id=external_id,
+        type=str(type_),
+        plain=plain,
+        pii=pii,
+        event_id=event_id,
+        timestamp=timestamp,
+        ts=ts,
+        warnings=warnings,
+    )
+
+
+def validate_state(template: Template, body: Any) -> StateWrite:
+    body = _require_object(body)
+    problems = _Problems()
+    _unknown_members(body, _STATE_MEMBERS, problems)
+    external_id = _identifier(body, "externalId", problems)
+    key = body.get("key")
+    timestamp, ts = _timestamp(body, problems)
+    value: Any = None
+    state_key = template.state_keys.get(key) if isinstance(key, str) else None
+    if state_key is None:
+        known = ", ".join(template.state_keys)
+        problems.add("key", "unknown_state_key", f"unknown state key (known: {known})")
+    elif "value" not in body or body["value"] is None:
+        problems.add("value", "missing_field", "is required")
+    else:
+        try:
+            value = check_value(state_key.value, body["value"])
+        except ValueProblem as exc:
+            problems.add("value", exc.code, exc.message)
+    problems.raise_if_any()
+    return StateWrite(external_id=external_id, key=str(key), value=value, timestamp=timestamp, ts=ts)
+
+
+def bind_path(body: Any, **values: str) -> Any:
+    """Add the ids a URL path carries to a single-item body (they must agree if repeated)."""
+    if not isinstance(body, dict):
+        return body
+    for key, value in values.items():
+        if key in body and body[key] != value:
+            raise ValidationFailed.of(
+                [Detail(key, "path_mismatch", f"{key}: differs from the {key} in the URL path")]
+            )
+    return {**body, **values}

@@ -1,0 +1,164 @@
+"""Wire values: RFC 3339 timestamps, exact decimals, identifiers and JSON hygiene.
+
+Timestamps are kept twice: the string exactly as the client sent it (returned
+unchanged) and integer microseconds since the epoch in UTC (for ordering and
+filtering, identical on SQLite and PostgreSQL). Money never passes through a
+float: bodies are parsed with ``parse_float=Decimal`` and decimal fields are
+stored as canonical strings.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+MAX_ID_LENGTH = 256
+MAX_DEPTH = 32
+MAX_DECIMAL_DIGITS = 40
+
+# RFC 3339 date-time with a mandatory offset ("Z" or +hh:mm).
+_TIMESTAMP = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_DECIMAL_STRING = re.compile(r"^[+-]?(\d+)(\.(\d+))?$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class ValueProblem(ValueError):
+    """A value that breaks a rule; ``code`` is the contract's detail code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def parse_timestamp(raw: object) -> int:
+    """Return microseconds since the epoch for an RFC 3339 string with an offset."""
+    if not isinstance(raw, str):
+        raise ValueProblem("invalid_timestamp", "expected an RFC 3339 timestamp string")
+    m = _TIMESTAMP.match(raw)
+    if m is None:
+        raise ValueProblem(
+            "invalid_timestamp",
+            "expected an RFC 3339 timestamp with an offset, e.g. 2026-11-27T10:00:00Z",
+        )
+    year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
+    frac, offset = m.group(7), m.group(8)
+    micros = int((frac[1:] + "000000")[:6]) if frac else 0
+    try:
+        naive = datetime(year, month, day, hour, minute, min(second, 59), micros)
+    except ValueError:
+        raise ValueProblem("invalid_timestamp", "timestamp is not a real calendar date") from None
+    if offset in ("Z", "z"):
+        delta = timedelta(0)
+    else:
+        sign = 1 if offset[0] == "+" else -1
+        oh, om = int(offset[1:3]), int(offset[4:6])
+        if oh > 23 or om > 59:
+            raise ValueProblem("invalid_timestamp", "timestamp offset is out of range")
+        delta = sign * timedelta(hours=oh, minutes=om)
+    moment = naive.replace(tzinfo=UTC) - delta
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def format_timestamp(micros: int) -> str:
+    """Render microseconds since the epoch as RFC 3339 UTC with microseconds."""
+    moment = _EPOCH + timedelta(microseconds=micros)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}Z"
+
+
+def now_micros() -> int:
+    return (datetime.now(UTC) - _EPOCH) // timedelta(microseconds=1)
+
+
+def parse_decimal(raw: object) -> str:
+    """Return the canonical string of a decimal given as a JSON number or a string.
+
+    The digits are kept exactly as sent ("10.50" stays "10.50"); a leading "+" and
+    exponents (from JSON numbers such as 1e3) are normalised away.
+    """
+    if isinstance(raw, bool):
+        raise ValueProblem("invalid_field_type", "expected a number or decimal string")
+    if isinstance(raw, int):
+        text = str(raw)
+    elif isinstance(raw, Decimal | float):
+        value = Decimal(str(raw)) if isinstance(raw, float) else raw
+        if not value.is_finite():
+            raise ValueProblem("invalid_field_type", "expected a finite decimal")
+        text = format(value, "f")
+    elif isinstance(raw, str):
+        text = raw.strip()
+        if _DECIMAL_STRING.match(text) is None:
+            raise ValueProblem("invalid_field_type", 'expected a number or decimal string such as "12.50"')
+    else:
+        raise ValueProblem("invalid_field_type", "expected a number or decimal string")
+    text = text.lstrip("+")
+    digits = sum(ch.isdigit() for ch in text)
+    if digits > MAX_DECIMAL_DIGITS:
+        raise ValueProblem("invalid_field_type", f"decimal has more than {MAX_DECIMAL_DIGITS} digits")
+    try:
+        Decimal(text)
+    except InvalidOperation:  # pragma: no cover - guarded by the regex above
+        raise ValueProblem("invalid_field_type", "expected a decimal") from None
+    return text
+
+
+def check_identifier(raw: object, *, what: str) -> str:
+    """An identifier: 1-256 characters, no control or non-characters."""
+    if not isinstance(raw, str):
+        raise ValueProblem("invalid_field_type", f"{what} must be a string")
+    if not raw:
+        raise ValueProblem("invalid_identifier", f"{what} must not be empty")
+    if len(raw) > MAX_ID_LENGTH:
+        raise ValueProblem("invalid_identifier", f"{what} is longer than {MAX_ID_LENGTH} characters")
+    for ch in raw:
+        o = ord(ch)
+        if o < 0x20 or 0x7F <= o < 0xA0 or 0xD800 <= o < 0xE000 or o in (0xFFFE, 0xFFFF):
+            raise ValueProblem(
+                "invalid_identifier",
+                f"{what} contains a control, surrogate or non-character (U+{o:04X})",
+            )
+    return raw
+
+
+def json_problem(value: Any, *, max_depth: int = MAX_DEPTH) -> str | None:
+    """Return why a parsed JSON document cannot be stored, or None if it can.
+
+    Rejects nesting deeper than ``max_depth``, lone surrogates (not encodable as
+    UTF-8) and NUL characters (PostgreSQL's jsonb cannot hold them). Iterative, so
+    a hostile document cannot exhaust the stack.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            problem = _string_problem(node)
+            if problem:
+                return problem
+        elif isinstance(node, int) and not -(2**63) <= node < 2**63:
+            return "integers must fit in 64 bits (send larger numbers as decimal strings)"
+        elif isinstance(node, dict | list):
+            if depth > max_depth:
+                return f"JSON is nested deeper than {max_depth} levels"
+            if isinstance(node, dict):
+                for key, child in node.items():
+                    problem = _string_problem(key)
+                    if problem:
+                        return problem
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in node)
+    return None
+
+
+def _string_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "strings may not contain the NUL character (\\u0000)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "strings may not contain unpaired UTF-16 surrogates"
+    return None

@@ -1,0 +1,36 @@
+"""All use cases over one core; built once at start-up by ``bootstrap``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from onehazel.services.auth import AuthService
+from onehazel.services.core import Core
+from onehazel.services.entities import EntityService
+from onehazel.services.events import EventService
+from onehazel.services.settings import SettingsService
+from onehazel.services.states import StateService
+
+
+@dataclass
+class Services:
+    core: Core
+    auth: AuthService
+    settings: SettingsService
+    entities: EntityService
+    events: EventService
+    states: StateService
+
+    @classmethod
+    def over(cls, core: Core) -> Services:
+        return cls(
+            core=core,
+            auth=AuthService(core),
+            settings=SettingsService(core),
+            entities=EntityService(core),
+            events=EventService(core),
+            states=StateService(core),
+        )
+
+    async def close(self) -> None:
+        await self.core.store.close()

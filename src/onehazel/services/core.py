@@ -1,0 +1,94 @@
+"""What every use case needs: the store, the key ring, a clock and short-lived caches."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from onehazel.crypto.fields import FieldCipher, unwrap_data_key
+from onehazel.crypto.keys import KeyRing
+from onehazel.domain.errors import TemplateNotConfigured
+from onehazel.domain.templates import Template, get_template
+from onehazel.domain.values import now_micros
+from onehazel.domain.workspace import Workspace
+from onehazel.services.ids import SequenceClock
+from onehazel.storage.records import SettingsRecord
+from onehazel.storage.unit_of_work import Store
+
+CACHE_SECONDS = 2.0
+
+
+class TtlCache:
+    """A tiny per-process cache; entries live ``ttl`` seconds (monotonic clock)."""
+
+    def __init__(self, ttl: float, *, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._items: dict[str, tuple[float, Any]] = {}
+
+    def get(self, key: str) -> Any | None:
+        hit = self._items.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def put(self, key: str, value: Any) -> None:
+        if len(self._items) >= self.max_entries:
+            self._items.clear()
+        self._items[key] = (time.monotonic() + self.ttl, value)
+
+    def drop(self, key: str) -> None:
+        self._items.pop(key, None)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+@dataclass
+class Core:
+    store: Store
+    keys: KeyRing
+    clock: Callable[[], int] = now_micros
+    seq: SequenceClock = field(default_factory=SequenceClock)
+    settings_cache: TtlCache = field(default_factory=lambda: TtlCache(CACHE_SECONDS))
+
+    async def settings_of(self, ws: Workspace) -> SettingsRecord:
+        """The workspace's settings, cached for a couple of seconds per process."""
+        cached = self.settings_cache.get(ws.id)
+        if cached is None:
+            async with self.store.begin() as uow:
+                cached = await uow.workspaces.get_settings(ws.id)
+            self.settings_cache.put(ws.id, cached)
+        return cached
+
+    async def template_of(self, ws: Workspace) -> Template:
+        """The workspace's template; 409 when data arrives before one was chosen."""
+        settings = await self.settings_of(ws)
+        template = get_template(settings.template_id) if settings.template_id else None
+        if template is None:
+            raise TemplateNotConfigured(
+                "choose a data template first: PUT /operator-data-api/settings "
+                'with {"templateId": "tpl_igaming"}'
+            )
+        return template
+
+    def cipher(self, ws: Workspace, external_id: str, data_key: str) -> FieldCipher:
+        dek = unwrap_data_key(self.keys, ws.id, external_id, data_key)
+        return FieldCipher(dek, workspace_id=ws.id, external_id=external_id)
+
+    def fingerprint(self, ws: Workspace, source: dict[str, Any], *, key_id: str | None = None) -> str:
+        """Keyed hash of a write, as ``<master key id>.<hex>``: no PII can be guessed from it."""
+        kid = key_id or self.keys.current.id
+        key = self.keys.workspace_key(kid, "fingerprint\x1f" + ws.id)
+        digest = hmac.new(key, orjson.dumps(source, option=orjson.OPT_SORT_KEYS), hashlib.sha256)
+        return f"{kid}.{digest.hexdigest()}"
+
+    def same_fingerprint(self, ws: Workspace, source: dict[str, Any], stored: str) -> bool:
+        kid = stored.split(".", 1)[0]
+        return hmac.compare_digest(self.fingerprint(ws, source, key_id=kid), stored)

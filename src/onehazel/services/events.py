@@ -1,0 +1,123 @@
+"""Events: append with per-workspace eventId idempotency; list one entity's log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from onehazel.domain.cursors import decode_cursor, encode_cursor
+from onehazel.domain.errors import EventIdConflict
+from onehazel.domain.validation import EventWrite, validate_event
+from onehazel.domain.values import format_timestamp
+from onehazel.domain.workspace import Workspace
+from onehazel.services.core import Core
+from onehazel.services.entities import live_entity
+from onehazel.services.ids import new_id
+from onehazel.storage.records import EntityRecord, EventRecord
+
+
+def event_to_wire(record: EventRecord, pii: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "eventId": record.event_id,
+        "type": record.type,
+        "externalId": record.external_id,
+        "data": {**record.data, **pii},
+        "timestamp": record.timestamp or format_timestamp(record.ts),
+        "receivedAt": format_timestamp(record.received_at),
+    }
+
+
+def _pii_path(event_id: str) -> str:
+    return f"events/{event_id}/data"
+
+
+class EventService:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def record(self, ws: Workspace, body: Any) -> tuple[dict[str, Any], bool]:
+        """Append one event; returns (event, created). A replay returns the stored event."""
+        write = validate_event(await self.core.template_of(ws), body)
+        source = write.fingerprint_source()
+        now = self.core.clock()
+        event_id = write.event_id or new_id("evt")
+        async with self.core.store.begin() as uow:
+            entity = await live_entity(uow, ws, write.external_id)
+            record = EventRecord(
+                event_id=event_id,
+                external_id=write.external_id,
+                type=write.type,
+                data=write.plain,
+                pii=self._seal(ws, entity, event_id, write) if write.pii else None,
+                fingerprint=self.core.fingerprint(ws, source),
+                timestamp=write.timestamp,
+                ts=write.ts if write.ts is not None else now,
+                received_at=now,
+                seq=self.core.seq.next(),
+            )
+            if await uow.events.insert(ws.id, record):
+                return self._wire(record, write.pii, write), True
+            stored = await uow.events.get(ws.id, event_id)
+        assert stored is not None
+        if not self.core.same_fingerprint(ws, source, stored.fingerprint):
+            raise EventIdConflict("this eventId was already used for a different event")
+        wire = self._wire(stored, write.pii, write)
+        wire["duplicate"] = True
+        return wire, False
+
+    def _seal(self, ws: Workspace, entity: EntityRecord, event_id: str, write: EventWrite) -> dict[str, str]:
+        assert entity.data_key is not None
+        cipher = self.core.cipher(ws, entity.external_id, entity.data_key)
+        return cipher.encrypt_fields(_pii_path(event_id), write.pii)
+
+    @staticmethod
+    def _wire(record: EventRecord, pii: dict[str, Any], write: EventWrite) -> dict[str, Any]:
+        wire = event_to_wire(record, pii)
+        if write.warnings:
+            wire["warnings"] = [w.to_wire() for w in write.warnings]
+        return wire
+
+    async def list(
+        self,
+        ws: Workspace,
+        external_id: str,
+        *,
+        type_: str | None,
+        from_ts: int | None,
+        to_ts: int | None,
+        descending: bool,
+        limit: int,
+        cursor: str | None,
+    ) -> dict[str, Any]:
+        kind = "events-desc" if descending else "events-asc"
+        after = None
+        if cursor:
+            ts, seq, event_id = decode_cursor(kind, cursor, (int, int, str))
+            after = (ts, seq, event_id)
+        async with self.core.store.begin() as uow:
+            entity = await live_entity(uow, ws, external_id)
+            rows = await uow.events.list(
+                ws.id,
+                external_id,
+                type_=type_,
+                from_ts=from_ts,
+                to_ts=to_ts,
+                descending=descending,
+                after=after,
+                limit=limit + 1,
+            )
+        page = rows[:limit]
+        cipher = None
+        data = []
+        for row in page:
+            pii: dict[str, Any] = {}
+            if row.pii:
+                if cipher is None:
+                    assert entity.data_key is not None
+                    cipher = self.core.cipher(ws, external_id, entity.data_key)
+                pii = cipher.decrypt_fields(_pii_path(row.event_id), row.pii)
+            data.append(event_to_wire(row, pii))
+        next_cursor = None
+        if len(rows) > limit:
+            last = page[-1]
+            next_cursor = encode_cursor(kind, [last.ts, last.seq, last.event_id])
+        return {"data": data, "nextCursor": next_cursor}

@@ -1,0 +1,84 @@
+"""Engines for SQLite (embedded default) and PostgreSQL, and the few dialect differences.
+
+SQLite runs in WAL mode with ``synchronous=FULL`` (a commit survives power
+loss) and every transaction starts with ``BEGIN IMMEDIATE``: a deferred
+transaction that reads and then writes can fail at once with SQLITE_BUSY when
+another connection wrote in between, while an immediate one waits its turn
+(``busy_timeout``). One pooled connection serialises writers inside a process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+
+class DatabaseUrlError(ValueError):
+    """The database URL is not one this server understands."""
+
+
+def async_url(url: str) -> str:
+    """Map the user-facing ``sqlite:///`` / ``postgresql://`` URLs onto async drivers."""
+    for prefix, driver in (
+        ("sqlite:///", "sqlite+aiosqlite:///"),
+        ("sqlite+aiosqlite:///", "sqlite+aiosqlite:///"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+        ("postgresql+asyncpg://", "postgresql+asyncpg://"),
+    ):
+        if url.startswith(prefix):
+            return driver + url[len(prefix) :]
+    raise DatabaseUrlError(
+        f"database URL must start with sqlite:/// or postgresql:// (got {url.split(':', 1)[0]!r})"
+    )
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def create_engine(url: str, *, pool_size: int = 20, null_pool: bool = False) -> AsyncEngine:
+    target = async_url(url)
+    kwargs: dict[str, Any] = {"json_serializer": _dumps, "json_deserializer": orjson.loads}
+    if null_pool:
+        kwargs["poolclass"] = NullPool
+    if target.startswith("sqlite"):
+        if not null_pool:
+            kwargs.update(pool_size=1, max_overflow=0, pool_timeout=60)
+        engine = create_async_engine(target, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    if not null_pool:
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
+    return create_async_engine(target, **kwargs)
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_postgres(conn: AsyncConnection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+def upsert(conn: AsyncConnection, table: sa.Table) -> Any:
+    """An INSERT that supports ``on_conflict_do_*`` on either database."""
+    return (postgresql.insert if is_postgres(conn) else sqlite.insert)(table)

@@ -1,0 +1,92 @@
+"""Events: an append-only log. There is deliberately no update or delete of one event.
+
+The (workspace_id, event_id) primary key is the idempotency record, so the
+dedup key can never be recorded for an event that did not commit.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from onehazel.storage.engine import upsert
+from onehazel.storage.records import EventRecord
+from onehazel.storage.tables import events
+
+_COLUMNS = (
+    events.c.event_id,
+    events.c.external_id,
+    events.c.type,
+    events.c.data,
+    events.c.pii,
+    events.c.fingerprint,
+    events.c.timestamp,
+    events.c.ts,
+    events.c.received_at,
+    events.c.seq,
+)
+
+SortKey = tuple[int, int, str]
+
+
+class EventRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def insert(self, workspace_id: str, record: EventRecord) -> bool:
+        """Append an event; False when its eventId already exists in the workspace."""
+        statement = (
+            upsert(self.conn, events)
+            .values(
+                workspace_id=workspace_id,
+                event_id=record.event_id,
+                external_id=record.external_id,
+                type=record.type,
+                data=record.data,
+                pii=record.pii,
+                fingerprint=record.fingerprint,
+                timestamp=record.timestamp,
+                ts=record.ts,
+                received_at=record.received_at,
+                seq=record.seq,
+            )
+            .on_conflict_do_nothing(index_elements=["workspace_id", "event_id"])
+        )
+        return (await self.conn.execute(statement)).rowcount == 1
+
+    async def get(self, workspace_id: str, event_id: str) -> EventRecord | None:
+        query = sa.select(*_COLUMNS).where(
+            events.c.workspace_id == workspace_id, events.c.event_id == event_id
+        )
+        row = (await self.conn.execute(query)).first()
+        return EventRecord(**row._mapping) if row else None
+
+    async def list(
+        self,
+        workspace_id: str,
+        external_id: str,
+        *,
+        type_: str | None,
+        from_ts: int | None,
+        to_ts: int | None,
+        descending: bool,
+        after: SortKey | None,
+        limit: int,
+    ) -> list[EventRecord]:
+        """One entity's events by (timestamp, server order), strictly after ``after``."""
+        key = sa.tuple_(events.c.ts, events.c.seq, events.c.event_id)
+        query = sa.select(*_COLUMNS).where(
+            events.c.workspace_id == workspace_id, events.c.external_id == external_id
+        )
+        if type_ is not None:
+            query = query.where(events.c.type == type_)
+        if from_ts is not None:
+            query = query.where(events.c.ts >= from_ts)
+        if to_ts is not None:
+            query = query.where(events.c.ts < to_ts)
+        if after is not None:
+            query = query.where(key < sa.tuple_(*after) if descending else key > sa.tuple_(*after))
+        columns = (events.c.ts, events.c.seq, events.c.event_id)
+        order = [c.desc() for c in columns] if descending else list(columns)
+        query = query.order_by(*order).limit(limit)
+        return [EventRecord(**row._mapping) for row in await self.conn.execute(query)]

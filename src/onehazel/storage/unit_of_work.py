@@ -1,0 +1,68 @@
+"""The unit of work: one transaction, committed only when the block succeeds.
+
+Database connectivity failures are translated here, at the edge, into the
+contract's ``503 unavailable``: the transaction was rolled back (or never
+began), so nothing is half-written and the client may retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from onehazel.domain.errors import Unavailable
+from onehazel.storage.entities import EntityRepository
+from onehazel.storage.events import EventRepository
+from onehazel.storage.states import StateRepository
+from onehazel.storage.workspaces import WorkspaceRepository
+
+_UNAVAILABLE = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sa.exc.TimeoutError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+
+class UnitOfWork:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.workspaces = WorkspaceRepository(conn)
+        self.entities = EntityRepository(conn)
+        self.events = EventRepository(conn)
+        self.states = StateRepository(conn)
+
+
+class Store:
+    """Hands out units of work over one engine."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[UnitOfWork]:
+        """A transaction that commits when the block exits normally, else rolls back."""
+        try:
+            async with self.engine.begin() as conn:
+                yield UnitOfWork(conn)
+        except _UNAVAILABLE as exc:
+            raise Unavailable(
+                "the database is unavailable; nothing was written, retry later",
+                headers={"Retry-After": "1"},
+            ) from exc
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+            return True
+        except (*_UNAVAILABLE, sa.exc.DBAPIError):
+            return False
+
+    async def close(self) -> None:
+        await self.engine.dispose()
