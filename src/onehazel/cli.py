@@ -291,4 +291,24 @@ def keys_revoke(key_id: str, database_url: DatabaseUrl = None) -> None:
 
 
 def main() -> None:
-    app()
+    """Run the program; usage errors become one line on stderr, not a boxed panel."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # the base of click's exceptions, which typer vendors
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            typer.echo(exc.format_message(), err=True)
+        else:
+            typer.echo(f"error: {_usage_line(exc)}", err=True)
+        code = exc.exit_code
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_line(exc: typer.TyperException) -> str:
+    message = " ".join(exc.format_message().split())
+    command_path = getattr(getattr(exc, "ctx", None), "command_path", None)
+    if command_path:
+        message += f" (see: {command_path} --help)"
+    return message

@@ -46,7 +46,31 @@ class Config:
         default_file = path.parent / "master.key" if path is not None else None
         return load_key_ring(env=self.env, default_file=default_file)
 
+    @property
+    def inprocess_worker(self) -> bool:
+        return self.env.get("ONEHAZEL_INPROCESS_WORKER", "1") != "0"
+
+    def worker_options(self) -> dict[str, float]:
+        """Batch worker settings: job retention (default 7 days) and lease (15 s)."""
+        return {
+            "retention_days": _positive(self.env, "ONEHAZEL_JOB_RETENTION_DAYS", 7.0),
+            "lease_seconds": _positive(self.env, "ONEHAZEL_JOB_LEASE_SECONDS", 15.0),
+        }
+
     def prepare_sqlite_dir(self) -> None:
         path = self.sqlite_path
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _positive(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if not 0 < value < 1e6:
+        raise ValueError(f"{name} must be a positive number")
+    return value

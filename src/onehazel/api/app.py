@@ -13,7 +13,7 @@ from pydantic.json_schema import models_json_schema
 from onehazel import __version__
 from onehazel.api import errors
 from onehazel.api.observability import Metrics, Observability
-from onehazel.api.routes import entities, events, meta, settings, states
+from onehazel.api.routes import batch, entities, events, meta, settings, states
 from onehazel.api.schemas import BODY_MODELS
 from onehazel.services.container import Services
 
@@ -33,15 +33,24 @@ and the latest states, checked against a data template (`tpl_igaming`).
 """
 
 
-def create_app(open_services: Callable[[], Awaitable[Services]]) -> FastAPI:
-    """Build the app; ``open_services`` is awaited at start-up, closed at shutdown."""
+def create_app(
+    open_services: Callable[[], Awaitable[Services]], *, start_worker: Callable[[Services], Any] | None = None
+) -> FastAPI:
+    """Build the app; ``open_services`` is awaited at start-up, closed at shutdown.
+
+    ``start_worker`` (given by ``onehazel serve``) starts the in-process batch
+    worker and returns an async callable that stops it gracefully.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.services = await open_services()
+        stop_worker = start_worker(app.state.services) if start_worker else None
         try:
             yield
         finally:
+            if stop_worker is not None:
+                await stop_worker()
             await app.state.services.close()
 
     app = FastAPI(
@@ -53,7 +62,7 @@ def create_app(open_services: Callable[[], Awaitable[Services]]) -> FastAPI:
     )
     app.state.metrics = Metrics()
     errors.install(app)
-    for module in (settings, entities, events, states):
+    for module in (settings, entities, events, states, batch):
         app.include_router(module.router, prefix=BASE)
     app.include_router(meta.router)
     app.add_middleware(Observability, metrics=app.state.metrics)

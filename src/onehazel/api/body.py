@@ -102,9 +102,19 @@ def parse_json(raw: bytes) -> Any:
 
 async def read_json(request: Request, *, limit: int = SINGLE_LIMIT) -> Any:
     """Read, check and parse a JSON body; every failure is a 4xx ApiError."""
+    return (await read_json_raw(request, limit=limit))[1]
+
+
+async def read_json_raw(request: Request, *, limit: int, check_values: bool = True) -> tuple[bytes, Any]:
+    """Like ``read_json``, also returning the (inflated) bytes, e.g. to store a batch.
+
+    Batches pass ``check_values=False``: their items are checked one by one when
+    applied, so one bad string fails that item, not the whole batch.
+    """
     _check_media_type(request)
-    document = parse_json(await read_body(request, limit=limit))
-    problem = json_problem(document)
+    raw = await read_body(request, limit=limit)
+    document = parse_json(raw)
+    problem = json_problem(document) if check_values else None
     if problem is not None:
         raise ValidationFailed.of([Detail("", "invalid_json_value", problem)])
-    return document
+    return raw, document

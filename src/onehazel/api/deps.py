@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Query, Request
 
 from onehazel.api.observability import SLASH, Metrics
 from onehazel.domain.errors import Detail, ValidationFailed
@@ -52,3 +52,11 @@ def external_id_path(
 
 
 ExternalIdDep = Annotated[str, Depends(external_id_path)]
+
+
+DryRun = Annotated[
+    bool,
+    Query(
+        alias="dryRun", description="Validate exactly as a real write and return the outcome; store nothing"
+    ),
+]

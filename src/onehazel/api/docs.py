@@ -12,7 +12,7 @@ _WHY = {
     400: "Body is not parseable JSON (invalid_json)",
     401: "Missing, malformed, unknown or revoked API key (unauthorized)",
     404: "Not found in this workspace",
-    409: "Conflict (template_not_configured, entity_type_conflict, event_id_conflict, ...)",
+    409: "Conflict (template_not_configured, entity_type_conflict, event_id_conflict, pii_unreadable, ...)",
     410: "The entity was deleted (entity_deleted)",
     413: "Body over the size limit (payload_too_large)",
     415: "Content-Type is not JSON or Content-Encoding is not gzip (unsupported_media_type)",

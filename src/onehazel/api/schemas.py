@@ -189,3 +189,87 @@ class Health(_Wire):
 
 
 BODY_MODELS: list[type[BaseModel]] = [SettingsIn, EntityIn, EventIn, StateIn]
+
+
+class EventItemIn(EventIn):
+    externalId: str = ExternalId
+
+
+class StateItemIn(StateIn):
+    externalId: str = ExternalId
+    key: str
+
+
+class EntityBatchIn(_Wire):
+    entities: list[EntityIn] = Field(max_length=1000)
+
+
+class EventBatchIn(_Wire):
+    events: list[EventItemIn] = Field(max_length=5000)
+
+
+class StateBatchIn(_Wire):
+    states: list[StateItemIn] = Field(max_length=1000)
+
+
+class BatchAccepted(_Wire):
+    jobId: str
+    status: Literal["queued"]
+    total: int
+
+
+class ItemError(_Wire):
+    code: str
+    message: str
+    path: str
+
+
+class ItemOutcome(_Wire):
+    model_config = ConfigDict(extra="allow")
+    index: int
+    status: Literal["succeeded", "failed", "duplicate"]
+    externalId: str | None
+    eventId: str | None = None
+    error: ItemError | None = None
+    warnings: list[WarningInfo] | None = None
+
+
+class DryRunResults(_Wire):
+    results: list[ItemOutcome]
+
+
+class JobError(_Wire):
+    index: int | None
+    code: str
+    message: str
+
+
+class JobWarning(_Wire):
+    index: int
+    code: str
+    field: str
+    message: str
+
+
+class JobOut(_Wire):
+    jobId: str
+    kind: Literal["entities", "events", "states"]
+    status: Literal["queued", "processing", "completed", "failed"]
+    total: int
+    processed: int
+    succeeded: int
+    failed: int
+    duplicates: int
+    errors: list[JobError] = Field(description="The first 100 item errors")
+    warnings: list[JobWarning] = Field(description="The first 100 item warnings")
+    createdAt: Timestamp
+    startedAt: Timestamp | None
+    completedAt: Timestamp | None
+
+
+class JobItemPage(_Wire):
+    data: list[ItemOutcome]
+    nextCursor: str | None
+
+
+BODY_MODELS += [EntityBatchIn, EventBatchIn, StateBatchIn]

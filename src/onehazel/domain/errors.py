@@ -97,6 +97,12 @@ class IdempotencyConflict(Conflict):
     code = "idempotency_conflict"
 
 
+class PiiUnreadable(Conflict):
+    """Stored PII failed to authenticate (a ciphertext copied from elsewhere or tampered with)."""
+
+    code = "pii_unreadable"
+
+
 class EntityDeleted(ApiError):
     status, code = 410, "entity_deleted"
 

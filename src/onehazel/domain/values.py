@@ -39,7 +39,7 @@ def parse_timestamp(raw: object) -> int:
     """Return microseconds since the epoch for an RFC 3339 string with an offset."""
     if not isinstance(raw, str):
         raise ValueProblem("invalid_timestamp", "expected an RFC 3339 timestamp string")
-    m = _TIMESTAMP.match(raw)
+    m = _TIMESTAMP.fullmatch(raw)  # not .match: "$" would let a trailing newline through
     if m is None:
         raise ValueProblem(
             "invalid_timestamp",
@@ -48,6 +48,8 @@ def parse_timestamp(raw: object) -> int:
     year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
     frac, offset = m.group(7), m.group(8)
     micros = int((frac[1:] + "000000")[:6]) if frac else 0
+    if second > 60:  # 60 is a leap second, read as :59
+        raise ValueProblem("invalid_timestamp", "timestamp seconds are out of range")
     try:
         naive = datetime(year, month, day, hour, minute, min(second, 59), micros)
     except ValueError:
@@ -67,7 +69,7 @@ def parse_timestamp(raw: object) -> int:
 def format_timestamp(micros: int) -> str:
     """Render microseconds since the epoch as RFC 3339 UTC with microseconds."""
     moment = _EPOCH + timedelta(microseconds=micros)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}Z"
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def now_micros() -> int:
@@ -88,6 +90,8 @@ def parse_decimal(raw: object) -> str:
         value = Decimal(str(raw)) if isinstance(raw, float) else raw
         if not value.is_finite():
             raise ValueProblem("invalid_field_type", "expected a finite decimal")
+        if _fixed_point_digits(value) > MAX_DECIMAL_DIGITS:  # before format(): 1e999999999 has 1e9 digits
+            raise ValueProblem("invalid_field_type", f"decimal has more than {MAX_DECIMAL_DIGITS} digits")
         text = format(value, "f")
     elif isinstance(raw, str):
         text = raw.strip()
@@ -104,6 +108,14 @@ def parse_decimal(raw: object) -> str:
     except InvalidOperation:  # pragma: no cover - guarded by the regex above
         raise ValueProblem("invalid_field_type", "expected a decimal") from None
     return text
+
+
+def _fixed_point_digits(value: Decimal) -> int:
+    """How many digits ``format(value, "f")`` would write, computed without writing them."""
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite
+    whole = max(value.adjusted() + 1, 1) if value else 1
+    return whole + max(-exponent, 0)
 
 
 def check_identifier(raw: object, *, what: str) -> str:

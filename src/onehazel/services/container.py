@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from onehazel.services.auth import AuthService
+from onehazel.services.batch import BatchService
 from onehazel.services.core import Core
 from onehazel.services.entities import EntityService
 from onehazel.services.events import EventService
@@ -20,6 +21,10 @@ class Services:
     entities: EntityService
     events: EventService
     states: StateService
+    batch: BatchService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.batch = BatchService(self)
 
     @classmethod
     def over(cls, core: Core) -> Services:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
@@ -11,9 +12,9 @@ from typing import Any
 
 import orjson
 
-from onehazel.crypto.fields import FieldCipher, unwrap_data_key
+from onehazel.crypto.fields import DecryptionFailed, FieldCipher, unwrap_data_key
 from onehazel.crypto.keys import KeyRing
-from onehazel.domain.errors import TemplateNotConfigured
+from onehazel.domain.errors import PiiUnreadable, TemplateNotConfigured
 from onehazel.domain.templates import Template, get_template
 from onehazel.domain.values import now_micros
 from onehazel.domain.workspace import Workspace
@@ -22,6 +23,20 @@ from onehazel.storage.records import SettingsRecord
 from onehazel.storage.unit_of_work import Store
 
 CACHE_SECONDS = 2.0
+_UNREADABLE = (
+    "this entity's stored PII does not authenticate for this entity (tampered or copied ciphertext); "
+    "nothing was returned or changed"
+)
+
+
+class _CheckedCipher(FieldCipher):
+    """A FieldCipher whose failures reach clients as 409 pii_unreadable, never as a 500."""
+
+    def decrypt(self, path: str, token: str) -> Any:
+        try:
+            return super().decrypt(path, token)
+        except DecryptionFailed:
+            raise PiiUnreadable(_UNREADABLE) from None
 
 
 class TtlCache:
@@ -57,6 +72,8 @@ class Core:
     clock: Callable[[], int] = now_micros
     seq: SequenceClock = field(default_factory=SequenceClock)
     settings_cache: TtlCache = field(default_factory=lambda: TtlCache(CACHE_SECONDS))
+    # Set when this process accepts a job, so its in-process worker starts at once.
+    jobs_waiting: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def settings_of(self, ws: Workspace) -> SettingsRecord:
         """The workspace's settings, cached for a couple of seconds per process."""
@@ -79,8 +96,12 @@ class Core:
         return template
 
     def cipher(self, ws: Workspace, external_id: str, data_key: str) -> FieldCipher:
-        dek = unwrap_data_key(self.keys, ws.id, external_id, data_key)
-        return FieldCipher(dek, workspace_id=ws.id, external_id=external_id)
+        """The entity's field cipher; a data key or ciphertext that fails to authenticate is a 409."""
+        try:
+            dek = unwrap_data_key(self.keys, ws.id, external_id, data_key)
+        except DecryptionFailed:
+            raise PiiUnreadable(_UNREADABLE) from None
+        return _CheckedCipher(dek, workspace_id=ws.id, external_id=external_id)
 
     def fingerprint(self, ws: Workspace, source: dict[str, Any], *, key_id: str | None = None) -> str:
         """Keyed hash of a write, as ``<master key id>.<hex>``: no PII can be guessed from it."""

@@ -62,17 +62,27 @@ class EntityService:
     async def upsert(self, ws: Workspace, body: Any) -> tuple[dict[str, Any], bool]:
         """Create or merge-update; returns (entity, created)."""
         write = validate_entity(await self.core.template_of(ws), body)
+        async with self.core.store.begin() as uow:
+            return await self.upsert_in(uow, ws, write)
+
+    async def upsert_in(
+        self, uow: UnitOfWork, ws: Workspace, write: EntityWrite
+    ) -> tuple[dict[str, Any], bool]:
+        """Upsert inside the caller's transaction (single writes, batch chunks, dry runs).
+
+        A lost race (another writer created or updated the entity first) is
+        retried on the fresh row; under READ COMMITTED the re-read sees it.
+        """
         for _ in range(_ATTEMPTS):
-            async with self.core.store.begin() as uow:
-                current = await uow.entities.get(ws.id, write.external_id)
-                if current is None:
-                    created = await self._create(uow, ws, write)
-                    if created is not None:
-                        return created, True
-                    continue  # another request created it first: merge into it
-                updated = await self._update(uow, ws, write, current)
-                if updated is not None:
-                    return updated, False
+            current = await uow.entities.get(ws.id, write.external_id)
+            if current is None:
+                created = await self._create(uow, ws, write)
+                if created is not None:
+                    return created, True
+                continue  # another request created it first: merge into it
+            updated = await self._update(uow, ws, write, current)
+            if updated is not None:
+                return updated, False
         raise Conflict("the entity is being updated concurrently; retry the request")
 
     async def _create(self, uow: UnitOfWork, ws: Workspace, write: EntityWrite) -> dict[str, Any] | None:

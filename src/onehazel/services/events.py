@@ -13,6 +13,7 @@ from onehazel.services.core import Core
 from onehazel.services.entities import live_entity
 from onehazel.services.ids import new_id
 from onehazel.storage.records import EntityRecord, EventRecord
+from onehazel.storage.unit_of_work import UnitOfWork
 
 
 def event_to_wire(record: EventRecord, pii: dict[str, Any]) -> dict[str, Any]:
@@ -37,26 +38,32 @@ class EventService:
     async def record(self, ws: Workspace, body: Any) -> tuple[dict[str, Any], bool]:
         """Append one event; returns (event, created). A replay returns the stored event."""
         write = validate_event(await self.core.template_of(ws), body)
+        async with self.core.store.begin() as uow:
+            return await self.record_in(uow, ws, write)
+
+    async def record_in(
+        self, uow: UnitOfWork, ws: Workspace, write: EventWrite
+    ) -> tuple[dict[str, Any], bool]:
+        """Append inside the caller's transaction; the dedup record is the event row itself."""
         source = write.fingerprint_source()
         now = self.core.clock()
         event_id = write.event_id or new_id("evt")
-        async with self.core.store.begin() as uow:
-            entity = await live_entity(uow, ws, write.external_id)
-            record = EventRecord(
-                event_id=event_id,
-                external_id=write.external_id,
-                type=write.type,
-                data=write.plain,
-                pii=self._seal(ws, entity, event_id, write) if write.pii else None,
-                fingerprint=self.core.fingerprint(ws, source),
-                timestamp=write.timestamp,
-                ts=write.ts if write.ts is not None else now,
-                received_at=now,
-                seq=self.core.seq.next(),
-            )
-            if await uow.events.insert(ws.id, record):
-                return self._wire(record, write.pii, write), True
-            stored = await uow.events.get(ws.id, event_id)
+        entity = await live_entity(uow, ws, write.external_id)
+        record = EventRecord(
+            event_id=event_id,
+            external_id=write.external_id,
+            type=write.type,
+            data=write.plain,
+            pii=self._seal(ws, entity, event_id, write) if write.pii else None,
+            fingerprint=self.core.fingerprint(ws, source),
+            timestamp=write.timestamp,
+            ts=write.ts if write.ts is not None else now,
+            received_at=now,
+            seq=self.core.seq.next(),
+        )
+        if await uow.events.insert(ws.id, record):
+            return self._wire(record, write.pii, write), True
+        stored = await uow.events.get(ws.id, event_id)
         assert stored is not None
         if not self.core.same_fingerprint(ws, source, stored.fingerprint):
             raise EventIdConflict("this eventId was already used for a different event")

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from onehazel.domain.errors import Detail, StateNotFound, ValidationFailed
-from onehazel.domain.validation import validate_state
+from onehazel.domain.validation import StateWrite, validate_state
 from onehazel.domain.values import format_timestamp
 from onehazel.domain.workspace import Workspace
 from onehazel.services.core import Core
 from onehazel.services.entities import live_entity
 from onehazel.storage.records import StateRecord
+from onehazel.storage.unit_of_work import UnitOfWork
 
 
 def state_to_wire(record: StateRecord) -> dict[str, Any]:
@@ -27,6 +28,11 @@ class StateService:
 
     async def put(self, ws: Workspace, body: Any) -> dict[str, Any]:
         write = validate_state(await self.core.template_of(ws), body)
+        async with self.core.store.begin() as uow:
+            return await self.put_in(uow, ws, write)
+
+    async def put_in(self, uow: UnitOfWork, ws: Workspace, write: StateWrite) -> dict[str, Any]:
+        """Write a state inside the caller's transaction; ``applied`` says if it won."""
         now = self.core.clock()
         record = StateRecord(
             key=write.key,
@@ -35,13 +41,12 @@ class StateService:
             ts=write.ts if write.ts is not None else now,
             updated_at=now,
         )
-        async with self.core.store.begin() as uow:
-            await live_entity(uow, ws, write.external_id)
-            applied = await uow.states.put(ws.id, write.external_id, record)
-            if not applied:
-                stored = await uow.states.get(ws.id, write.external_id, write.key)
-                assert stored is not None
-                record = stored
+        await live_entity(uow, ws, write.external_id)
+        applied = await uow.states.put(ws.id, write.external_id, record)
+        if not applied:
+            stored = await uow.states.get(ws.id, write.external_id, write.key)
+            assert stored is not None
+            record = stored
         return {"key": record.key, **state_to_wire(record), "applied": applied}
 
     async def get(self, ws: Workspace, external_id: str, key: str) -> dict[str, Any]:

@@ -43,9 +43,21 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def _loads(value: Any) -> Any:
+    """Parse a stored JSON document.
+
+    SQLite gives a column declared ``JSON`` NUMERIC affinity, so a top-level JSON
+    number (a state such as ``risk_score``) is stored as an INTEGER or REAL and
+    comes back already decoded.
+    """
+    if isinstance(value, int | float):
+        return value
+    return orjson.loads(value)
+
+
 def create_engine(url: str, *, pool_size: int = 20, null_pool: bool = False) -> AsyncEngine:
     target = async_url(url)
-    kwargs: dict[str, Any] = {"json_serializer": _dumps, "json_deserializer": orjson.loads}
+    kwargs: dict[str, Any] = {"json_serializer": _dumps, "json_deserializer": _loads}
     if null_pool:
         kwargs["poolclass"] = NullPool
     if target.startswith("sqlite"):

@@ -37,6 +37,14 @@ class EntityRepository:
         row = (await self.conn.execute(query)).first()
         return EntityRecord(**row._mapping) if row else None
 
+    async def get_many(self, workspace_id: str, external_ids: list[str]) -> dict[str, EntityRecord]:
+        if not external_ids:
+            return {}
+        query = sa.select(*_COLUMNS).where(
+            entities.c.workspace_id == workspace_id, entities.c.external_id.in_(external_ids)
+        )
+        return {row.external_id: EntityRecord(**row._mapping) for row in await self.conn.execute(query)}
+
     async def insert(self, workspace_id: str, record: EntityRecord) -> bool:
         """Insert a new entity; False when the externalId already exists (a race)."""
         statement = (

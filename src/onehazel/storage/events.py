@@ -54,6 +54,45 @@ class EventRepository:
         )
         return (await self.conn.execute(statement)).rowcount == 1
 
+    async def insert_many(self, workspace_id: str, records: list[EventRecord]) -> set[str]:
+        """Append many events in one statement; returns the eventIds actually inserted.
+
+        The ones missing from the result already existed (replays or conflicts).
+        """
+        if not records:
+            return set()
+        rows = [
+            {
+                "workspace_id": workspace_id,
+                "event_id": r.event_id,
+                "external_id": r.external_id,
+                "type": r.type,
+                "data": r.data,
+                "pii": r.pii,
+                "fingerprint": r.fingerprint,
+                "timestamp": r.timestamp,
+                "ts": r.ts,
+                "received_at": r.received_at,
+                "seq": r.seq,
+            }
+            for r in records
+        ]
+        statement = (
+            upsert(self.conn, events)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["workspace_id", "event_id"])
+            .returning(events.c.event_id)
+        )
+        return set((await self.conn.execute(statement)).scalars())
+
+    async def fingerprints(self, workspace_id: str, event_ids: list[str]) -> dict[str, str]:
+        if not event_ids:
+            return {}
+        query = sa.select(events.c.event_id, events.c.fingerprint).where(
+            events.c.workspace_id == workspace_id, events.c.event_id.in_(event_ids)
+        )
+        return {row[0]: row[1] for row in await self.conn.execute(query)}
+
     async def get(self, workspace_id: str, event_id: str) -> EventRecord | None:
         query = sa.select(*_COLUMNS).where(
             events.c.workspace_id == workspace_id, events.c.event_id == event_id

@@ -116,3 +116,45 @@ states = sa.Table(
     sa.Column("ts", Micros, nullable=False),
     sa.Column("updated_at", Micros, nullable=False),
 )
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("workspace_id", Id, primary_key=True),
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("total", sa.Integer, nullable=False),
+    # Index of the next item to apply; committed with each chunk's effects.
+    sa.Column("processed", sa.Integer, nullable=False),
+    sa.Column("succeeded", sa.Integer, nullable=False),
+    sa.Column("failed", sa.Integer, nullable=False),
+    sa.Column("duplicates", sa.Integer, nullable=False),
+    sa.Column("errors", Json, nullable=False),
+    sa.Column("warnings", Json, nullable=False),
+    # The accepted batch, compressed and sealed with AES-GCM under the workspace key.
+    sa.Column("payload", sa.LargeBinary, nullable=True),
+    sa.Column("idempotency_key", sa.String(256), nullable=True),
+    sa.Column("body_hash", sa.String(100), nullable=True),
+    # Acceptance order: a workspace's jobs are applied strictly in this order.
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Column("started_at", Micros, nullable=True),
+    sa.Column("completed_at", Micros, nullable=True),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_until", Micros, nullable=True),
+    sa.UniqueConstraint("workspace_id", "idempotency_key"),
+    sa.Index(None, "status", "seq"),
+    sa.Index(None, "workspace_id", "status", "seq"),
+    sa.Index(None, "created_at"),
+)
+
+job_chunks = sa.Table(
+    "job_chunks",
+    metadata,
+    # One row per applied chunk: the item outcomes, written in the chunk's transaction.
+    sa.Column("workspace_id", Id, primary_key=True),
+    sa.Column("job_id", Id, primary_key=True),
+    sa.Column("start_index", sa.Integer, primary_key=True),
+    sa.Column("outcomes", Json, nullable=False),
+)

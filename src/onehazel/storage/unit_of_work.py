@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from onehazel.domain.errors import Unavailable
 from onehazel.storage.entities import EntityRepository
 from onehazel.storage.events import EventRepository
+from onehazel.storage.jobs import JobRepository
 from onehazel.storage.states import StateRepository
 from onehazel.storage.workspaces import WorkspaceRepository
 
@@ -36,6 +37,7 @@ class UnitOfWork:
         self.entities = EntityRepository(conn)
         self.events = EventRepository(conn)
         self.states = StateRepository(conn)
+        self.jobs = JobRepository(conn)
 
 
 class Store:
@@ -54,6 +56,21 @@ class Store:
             raise Unavailable(
                 "the database is unavailable; nothing was written, retry later",
                 headers={"Retry-After": "1"},
+            ) from exc
+
+    @asynccontextmanager
+    async def rehearse(self) -> AsyncIterator[UnitOfWork]:
+        """A transaction that is always rolled back: dry runs see exactly what a write would."""
+        try:
+            async with self.engine.connect() as conn:
+                transaction = await conn.begin()
+                try:
+                    yield UnitOfWork(conn)
+                finally:
+                    await transaction.rollback()
+        except _UNAVAILABLE as exc:
+            raise Unavailable(
+                "the database is unavailable; retry later", headers={"Retry-After": "1"}
             ) from exc
 
     async def ping(self) -> bool:

@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from onehazel.api.body import read_json
-from onehazel.api.deps import ExternalIdDep, MetricsDep, ServicesDep, WorkspaceDep
+from onehazel.api.deps import DryRun, ExternalIdDep, MetricsDep, ServicesDep, WorkspaceDep
 from onehazel.api.docs import errors, json_body, write_errors
 from onehazel.api.params import optional_timestamp
 from onehazel.api.responses import Json
-from onehazel.api.schemas import DeletedOut, EntityIn, EntityOut, EntityPage
+from onehazel.api.schemas import DeletedOut, DryRunResults, EntityIn, EntityOut, EntityPage
 
 router = APIRouter(tags=["entities"])
 
@@ -22,16 +22,22 @@ router = APIRouter(tags=["entities"])
     status_code=201,
     responses={
         201: {"model": EntityOut, "description": "Created"},
-        200: {"model": EntityOut, "description": "Updated (attributes merged)"},
+        200: {
+            "model": EntityOut | DryRunResults,
+            "description": "Updated (attributes merged); with dryRun=true the outcome, nothing stored",
+        },
         **write_errors(409, 410),
     },
     openapi_extra=json_body(EntityIn, description="Create or merge-update an entity by externalId"),
 )
 async def upsert_entity(
-    request: Request, services: ServicesDep, ws: WorkspaceDep, metrics: MetricsDep
+    request: Request, services: ServicesDep, ws: WorkspaceDep, metrics: MetricsDep, dry_run: DryRun = False
 ) -> Json:
     """Create (201) or merge-update (200) an entity by its externalId."""
-    entity, created = await services.entities.upsert(ws, await read_json(request))
+    body = await read_json(request)
+    if dry_run:
+        return Json(await services.batch.dry_run(ws, kind="entities", items=[body]))
+    entity, created = await services.entities.upsert(ws, body)
     metrics.ingested.labels("entities").inc()
     return Json(entity, status_code=201 if created else 200)
 

@@ -7,11 +7,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 
 from onehazel.api.body import read_json
-from onehazel.api.deps import ExternalIdDep, MetricsDep, ServicesDep, WorkspaceDep
+from onehazel.api.deps import DryRun, ExternalIdDep, MetricsDep, ServicesDep, WorkspaceDep
 from onehazel.api.docs import errors, json_body, write_errors
 from onehazel.api.params import optional_timestamp
 from onehazel.api.responses import Json
-from onehazel.api.schemas import EventIn, EventOut, EventPage
+from onehazel.api.schemas import DryRunResults, EventIn, EventOut, EventPage
 from onehazel.domain.validation import bind_path
 
 router = APIRouter(tags=["events"])
@@ -24,18 +24,25 @@ router = APIRouter(tags=["events"])
     responses={
         201: {"model": EventOut, "description": "Stored"},
         200: {
-            "model": EventOut,
-            "description": "Exact replay of an eventId: nothing stored, duplicate: true",
+            "model": EventOut | DryRunResults,
+            "description": "An exact eventId replay (nothing stored, duplicate: true) or the dryRun outcome",
         },
         **write_errors(404, 409, 410),
     },
     openapi_extra=json_body(EventIn, description="One event; eventId makes retries idempotent"),
 )
 async def record_event(
-    request: Request, services: ServicesDep, ws: WorkspaceDep, external_id: ExternalIdDep, metrics: MetricsDep
+    request: Request,
+    services: ServicesDep,
+    ws: WorkspaceDep,
+    external_id: ExternalIdDep,
+    metrics: MetricsDep,
+    dry_run: DryRun = False,
 ) -> Json:
     """Append an event to an entity's log (201), or confirm an exact replay (200)."""
     body = bind_path(await read_json(request), externalId=external_id)
+    if dry_run:
+        return Json(await services.batch.dry_run(ws, kind="events", items=[body]))
     event, created = await services.events.record(ws, body)
     if created:
         metrics.ingested.labels("events").inc()

@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 
 from onehazel.api.body import read_json
-from onehazel.api.deps import ExternalIdDep, MetricsDep, ServicesDep, WorkspaceDep
+from onehazel.api.deps import DryRun, ExternalIdDep, MetricsDep, ServicesDep, WorkspaceDep
 from onehazel.api.docs import errors, json_body, write_errors
 from onehazel.api.responses import Json
-from onehazel.api.schemas import StateIn, StateList, StateOut, StatePut
+from onehazel.api.schemas import DryRunResults, StateIn, StateList, StateOut, StatePut
 from onehazel.domain.validation import bind_path
 
 router = APIRouter(tags=["states"])
@@ -21,7 +21,7 @@ StateKeyPath = Annotated[str, Path(max_length=64, description="A state key of th
 @router.put(
     "/entities/{externalId}/state/{key}",
     response_model=None,
-    responses={200: {"model": StatePut}, **write_errors(404, 409, 410)},
+    responses={200: {"model": StatePut | DryRunResults}, **write_errors(404, 409, 410)},
     openapi_extra=json_body(StateIn, description="The new value; older timestamps are not applied"),
 )
 async def put_state(
@@ -31,9 +31,12 @@ async def put_state(
     external_id: ExternalIdDep,
     key: StateKeyPath,
     metrics: MetricsDep,
+    dry_run: DryRun = False,
 ) -> Json:
     """Set a state unless a newer one is stored (then applied: false and the stored state)."""
     body = bind_path(await read_json(request), externalId=external_id, key=key)
+    if dry_run:
+        return Json(await services.batch.dry_run(ws, kind="states", items=[body]))
     state = await services.states.put(ws, body)
     if state["applied"]:
         metrics.ingested.labels("states").inc()

@@ -1,0 +1,143 @@
+"""Batch operations: submit (202 once durably stored), job status, item outcomes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Path, Query, Request
+
+from onehazel.api.body import BATCH_LIMIT, read_json_raw
+from onehazel.api.deps import DryRun, ServicesDep, WorkspaceDep
+from onehazel.api.docs import errors, json_body, write_errors
+from onehazel.api.responses import Json
+from onehazel.api.schemas import (
+    BatchAccepted,
+    DryRunResults,
+    EntityBatchIn,
+    EventBatchIn,
+    JobItemPage,
+    JobOut,
+    StateBatchIn,
+)
+from onehazel.domain.errors import Detail, ValidationFailed
+from onehazel.domain.values import ValueProblem, check_identifier
+from onehazel.services.batch import batch_items
+
+router = APIRouter(tags=["batch"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=256,
+        description="Same key + same body returns the same job; another body is 409 idempotency_conflict",
+    ),
+]
+_SUBMIT_RESPONSES = {
+    202: {"model": BatchAccepted, "description": "Accepted: the whole batch is durably stored"},
+    200: {"model": DryRunResults, "description": "dryRun=true: each item's outcome, nothing stored"},
+    **write_errors(409),
+}
+
+
+async def _submit(
+    request: Request, services: ServicesDep, ws: WorkspaceDep, kind: str, dry_run: bool, key: str | None
+) -> Json:
+    raw, document = await read_json_raw(request, limit=BATCH_LIMIT, check_values=False)
+    items = batch_items(kind, document)
+    if dry_run:
+        return Json(await services.batch.dry_run(ws, kind=kind, items=items))
+    if key is not None:
+        try:
+            check_identifier(key, what="Idempotency-Key")
+        except ValueProblem as exc:
+            raise ValidationFailed.of([Detail("Idempotency-Key", exc.code, exc.message)]) from None
+    job, _ = await services.batch.accept(ws, kind=kind, body=raw, items=items, idempotency_key=key)
+    return Json({"jobId": job["jobId"], "status": job["status"], "total": job["total"]}, status_code=202)
+
+
+@router.post(
+    "/batch/entities",
+    response_model=None,
+    status_code=202,
+    responses=_SUBMIT_RESPONSES,
+    openapi_extra=json_body(EntityBatchIn, description="Up to 1000 entities"),
+)
+async def submit_entities(
+    request: Request,
+    services: ServicesDep,
+    ws: WorkspaceDep,
+    dry_run: DryRun = False,
+    key: IdempotencyKey = None,
+) -> Json:
+    """Queue up to 1000 entity upserts as one job."""
+    return await _submit(request, services, ws, "entities", dry_run, key)
+
+
+@router.post(
+    "/batch/events",
+    response_model=None,
+    status_code=202,
+    responses=_SUBMIT_RESPONSES,
+    openapi_extra=json_body(EventBatchIn, description="Up to 5000 events"),
+)
+async def submit_events(
+    request: Request,
+    services: ServicesDep,
+    ws: WorkspaceDep,
+    dry_run: DryRun = False,
+    key: IdempotencyKey = None,
+) -> Json:
+    """Queue up to 5000 events as one job."""
+    return await _submit(request, services, ws, "events", dry_run, key)
+
+
+@router.post(
+    "/batch/states",
+    response_model=None,
+    status_code=202,
+    responses=_SUBMIT_RESPONSES,
+    openapi_extra=json_body(StateBatchIn, description="Up to 1000 state writes"),
+)
+async def submit_states(
+    request: Request,
+    services: ServicesDep,
+    ws: WorkspaceDep,
+    dry_run: DryRun = False,
+    key: IdempotencyKey = None,
+) -> Json:
+    """Queue up to 1000 state writes as one job."""
+    return await _submit(request, services, ws, "states", dry_run, key)
+
+
+JobIdPath = Annotated[str, Path(alias="jobId", max_length=64, description="job_...")]
+
+
+@router.get(
+    "/batch/jobs/{jobId}", response_model=None, responses={200: {"model": JobOut}, **errors(404, 422)}
+)
+async def get_job(services: ServicesDep, ws: WorkspaceDep, job_id: JobIdPath) -> Json:
+    """A job's status, counts and its first 100 errors and warnings."""
+    return Json(await services.batch.get(ws, job_id))
+
+
+@router.get(
+    "/batch/jobs/{jobId}/items",
+    response_model=None,
+    responses={200: {"model": JobItemPage}, **errors(404, 422)},
+)
+async def list_job_items(
+    services: ServicesDep,
+    ws: WorkspaceDep,
+    job_id: JobIdPath,
+    status: Annotated[
+        Literal["succeeded", "failed", "duplicate", "warning"] | None,
+        Query(description="Only items with this outcome (warning: items that have warnings)"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[
+        str | None, Query(max_length=2048, description="nextCursor of the previous page")
+    ] = None,
+) -> Json:
+    """Page through every item outcome of a job, in item order."""
+    return Json(await services.batch.items(ws, job_id, status=status, limit=limit, cursor=cursor))

@@ -1,0 +1,1 @@
+"""Durable batch jobs: accept, claim, apply in chunks, resume after a crash."""

@@ -1,0 +1,190 @@
+"""Applying batch items, chunk by chunk, inside the caller's transaction.
+
+Each item succeeds or fails on its own with the same validation as the single
+endpoints. The functions only touch the unit of work they are given: the
+worker commits a chunk's effects together with the job's progress and the
+item outcomes (so a crash can neither lose nor double-apply a chunk), and dry
+runs call the very same code in a transaction that is rolled back.
+
+Events take a bulk path (one entity look-up and one multi-row INSERT .. ON
+CONFLICT DO NOTHING per chunk); entities and states go item by item through
+the single-write services, which keeps merge and last-writer-wins semantics
+identical to the single endpoints.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from onehazel.domain.errors import ApiError, Detail, ValidationFailed
+from onehazel.domain.templates import Template
+from onehazel.domain.validation import EventWrite, validate_entity, validate_event, validate_state
+from onehazel.domain.values import json_problem
+from onehazel.domain.workspace import Workspace
+from onehazel.services.ids import new_id
+from onehazel.storage.records import EventRecord
+from onehazel.storage.unit_of_work import UnitOfWork
+
+if TYPE_CHECKING:
+    from onehazel.services.container import Services
+
+KINDS = ("entities", "events", "states")
+CHUNK_SIZE = {"entities": 250, "events": 1000, "states": 250}
+
+
+def failure(index: int, item: Any, error: ApiError) -> dict[str, Any]:
+    detail = error.details[0] if error.details else Detail("externalId", error.code, error.message)
+    code = detail.code if isinstance(error, ValidationFailed) else error.code
+    message = (
+        detail.message if len(error.details) <= 1 else f"{detail.message} (+{len(error.details) - 1} more)"
+    )
+    outcome: dict[str, Any] = {
+        "index": index,
+        "status": "failed",
+        "externalId": _external_id(item),
+        "error": {"code": code, "message": message, "path": detail.path},
+    }
+    return outcome
+
+
+def check_item(item: Any) -> None:
+    """The storability checks a single write gets on its whole body (depth, NUL, surrogates)."""
+    problem = json_problem(item)
+    if problem is not None:
+        raise ValidationFailed.of([Detail("", "invalid_json_value", problem)])
+
+
+def _external_id(item: Any) -> str | None:
+    value = item.get("externalId") if isinstance(item, dict) else None
+    return value if isinstance(value, str) and len(value) <= 256 else None
+
+
+def success(
+    index: int, external_id: str, warnings: list[dict[str, Any]] | None = None, **extra: Any
+) -> dict[str, Any]:
+    outcome: dict[str, Any] = {"index": index, "status": "succeeded", "externalId": external_id, **extra}
+    if warnings:
+        outcome["warnings"] = warnings
+    return outcome
+
+
+async def apply_chunk(
+    services: Services,
+    uow: UnitOfWork,
+    ws: Workspace,
+    template: Template,
+    *,
+    kind: str,
+    items: list[Any],
+    start: int,
+) -> list[dict[str, Any]]:
+    """Apply ``items`` (indexes ``start``..) and return one outcome per item, in order."""
+    if kind == "events":
+        return await _apply_events(services, uow, ws, template, items, start)
+    outcomes = []
+    for offset, item in enumerate(items):
+        index = start + offset
+        try:
+            check_item(item)
+            if kind == "entities":
+                entity, created = await services.entities.upsert_in(uow, ws, validate_entity(template, item))
+                outcomes.append(success(index, entity["externalId"], created=created))
+            else:
+                state = await services.states.put_in(uow, ws, validate_state(template, item))
+                outcomes.append(
+                    success(index, item["externalId"], key=state["key"], applied=state["applied"])
+                )
+        except ApiError as error:
+            outcomes.append(failure(index, item, error))
+    return outcomes
+
+
+async def _apply_events(
+    services: Services, uow: UnitOfWork, ws: Workspace, template: Template, items: list[Any], start: int
+) -> list[dict[str, Any]]:
+    core = services.core
+    outcomes: list[dict[str, Any] | None] = [None] * len(items)
+    writes: list[tuple[int, EventWrite]] = []
+    for offset, item in enumerate(items):
+        try:
+            check_item(item)
+            writes.append((offset, validate_event(template, item)))
+        except ValidationFailed as error:
+            outcomes[offset] = failure(start + offset, item, error)
+    entities = await uow.entities.get_many(ws.id, sorted({w.external_id for _, w in writes}))
+    now = core.clock()
+    rows: list[tuple[int, EventWrite, EventRecord, dict[str, Any]]] = []
+    in_batch: dict[str, str] = {}
+    for offset, write in writes:
+        entity = entities.get(write.external_id)
+        index = start + offset
+        if entity is None or entity.deleted_at is not None:
+            code = "entity_not_found" if entity is None else "entity_deleted"
+            message = "no entity with this externalId" if entity is None else "this entity was deleted"
+            outcomes[offset] = _error(index, write.external_id, code, message, "externalId")
+            continue
+        source = write.fingerprint_source()
+        fingerprint = core.fingerprint(ws, source)
+        event_id = write.event_id or new_id("evt")
+        warnings = [w.to_wire() for w in write.warnings]
+        if event_id in in_batch:
+            outcomes[offset] = _replay(
+                index, write.external_id, event_id, in_batch[event_id] == fingerprint, warnings
+            )
+            continue
+        in_batch[event_id] = fingerprint
+        pii = None
+        if write.pii:
+            assert entity.data_key is not None
+            cipher = core.cipher(ws, entity.external_id, entity.data_key)
+            pii = cipher.encrypt_fields(f"events/{event_id}/data", write.pii)
+        record = EventRecord(
+            event_id=event_id,
+            external_id=write.external_id,
+            type=write.type,
+            data=write.plain,
+            pii=pii,
+            fingerprint=fingerprint,
+            timestamp=write.timestamp,
+            ts=write.ts if write.ts is not None else now,
+            received_at=now,
+            seq=core.seq.next(),
+        )
+        rows.append((offset, write, record, {"warnings": warnings}))
+    inserted = await uow.events.insert_many(ws.id, [r for _, _, r, _ in rows])
+    existing = await uow.events.fingerprints(
+        ws.id, [r.event_id for _, _, r, _ in rows if r.event_id not in inserted]
+    )
+    for offset, write, record, extra in rows:
+        index = start + offset
+        if record.event_id in inserted:
+            outcomes[offset] = success(index, write.external_id, extra["warnings"], eventId=record.event_id)
+        else:
+            stored = existing.get(record.event_id)
+            same = stored is not None and core.same_fingerprint(ws, write.fingerprint_source(), stored)
+            outcomes[offset] = _replay(index, write.external_id, record.event_id, same, extra["warnings"])
+    return [o for o in outcomes if o is not None]
+
+
+def _error(index: int, external_id: str | None, code: str, message: str, path: str) -> dict[str, Any]:
+    return {
+        "index": index,
+        "status": "failed",
+        "externalId": external_id,
+        "error": {"code": code, "message": message, "path": path},
+    }
+
+
+def _replay(
+    index: int, external_id: str, event_id: str, same: bool, warnings: list[dict[str, Any]]
+) -> dict[str, Any]:
+    if not same:
+        outcome = _error(
+            index, external_id, "event_id_conflict", "eventId already used for a different event", "eventId"
+        )
+        outcome["eventId"] = event_id
+        return outcome
+    outcome = {"index": index, "status": "duplicate", "externalId": external_id, "eventId": event_id}
+    if warnings:
+        outcome["warnings"] = warnings
+    return outcome

@@ -1,0 +1,185 @@
+"""Batch jobs as the API sees them: accept durably, report status, page item outcomes, dry runs.
+
+Accepting does as little as possible inside the request: check the envelope
+and size, seal the whole body under the workspace key and store it as a
+queued job, then answer 202. The 202 is sent only after that transaction
+commits, so an accepted batch survives any crash. Items are validated and
+applied later by a worker (``jobs/worker.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from onehazel.crypto.blobs import seal_blob
+from onehazel.domain.cursors import decode_cursor, encode_cursor
+from onehazel.domain.errors import (
+    BatchTooLarge,
+    Detail,
+    IdempotencyConflict,
+    JobNotFound,
+    ValidationFailed,
+)
+from onehazel.domain.values import format_timestamp
+from onehazel.domain.workspace import Workspace
+from onehazel.jobs.apply import CHUNK_SIZE, apply_chunk
+from onehazel.services.ids import new_id
+from onehazel.storage.jobs import JobRecord
+
+if TYPE_CHECKING:
+    from onehazel.services.container import Services
+
+MAX_ITEMS = {"entities": 1000, "events": 5000, "states": 1000}
+ITEM_STATUSES = ("succeeded", "failed", "duplicate", "warning")
+
+
+def batch_items(kind: str, document: Any) -> list[Any]:
+    """The item array of a batch body, or 422 / 413 when the envelope is wrong."""
+    if not isinstance(document, dict) or not isinstance(document.get(kind), list):
+        raise ValidationFailed.of(
+            [Detail(kind, "invalid_batch", f'the body must be an object with an "{kind}" array')]
+        )
+    extra = [key for key in document if key != kind]
+    if extra:
+        raise ValidationFailed.of([Detail(extra[0], "unknown_field", f"{extra[0]}: is not a batch member")])
+    items: list[Any] = document[kind]
+    if len(items) > MAX_ITEMS[kind]:
+        raise BatchTooLarge(f"a {kind} batch holds at most {MAX_ITEMS[kind]} items; got {len(items)}")
+    return items
+
+
+def job_to_wire(job: JobRecord) -> dict[str, Any]:
+    return {
+        "jobId": job.id,
+        "kind": job.kind,
+        "status": job.status,
+        "total": job.total,
+        "processed": job.processed,
+        "succeeded": job.succeeded,
+        "failed": job.failed,
+        "duplicates": job.duplicates,
+        "errors": job.errors,
+        "warnings": job.warnings,
+        "createdAt": format_timestamp(job.created_at),
+        "startedAt": format_timestamp(job.started_at) if job.started_at else None,
+        "completedAt": format_timestamp(job.completed_at) if job.completed_at else None,
+    }
+
+
+class BatchService:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.core = services.core
+
+    async def accept(
+        self, ws: Workspace, *, kind: str, body: bytes, items: list[Any], idempotency_key: str | None
+    ) -> tuple[dict[str, Any], bool]:
+        """Store the batch as a queued job; returns (job, created). Replays return the first job."""
+        await self.core.template_of(ws)
+        source = {"kind": kind, "sha256": hashlib.sha256(body).hexdigest()}
+        body_hash = self.core.fingerprint(ws, source)
+        if idempotency_key is not None:
+            earlier = await self._replayed(ws, idempotency_key, source)
+            if earlier is not None:
+                return earlier, False
+        now = self.core.clock()
+        job = JobRecord(
+            workspace_id=ws.id,
+            id=new_id("job"),
+            kind=kind,
+            status="queued",
+            total=len(items),
+            processed=0,
+            succeeded=0,
+            failed=0,
+            duplicates=0,
+            errors=[],
+            warnings=[],
+            idempotency_key=idempotency_key,
+            body_hash=body_hash,
+            seq=self.core.seq.next(),
+            created_at=now,
+            started_at=None,
+            completed_at=None,
+            lease_owner=None,
+            lease_until=None,
+        )
+        payload = seal_blob(self.core.keys, ws.id, f"job/{job.id}", body)
+        try:
+            async with self.core.store.begin() as uow:
+                await uow.jobs.insert(job, payload)
+        except sa.exc.IntegrityError:
+            # A concurrent request with the same Idempotency-Key won the race.
+            assert idempotency_key is not None
+            earlier = await self._replayed(ws, idempotency_key, source)
+            if earlier is None:
+                raise
+            return earlier, False
+        self.core.jobs_waiting.set()
+        return job_to_wire(job), True
+
+    async def _replayed(self, ws: Workspace, key: str, source: dict[str, Any]) -> dict[str, Any] | None:
+        async with self.core.store.begin() as uow:
+            job = await uow.jobs.by_idempotency_key(ws.id, key)
+        if job is None:
+            return None
+        if job.body_hash is None or not self.core.same_fingerprint(ws, source, job.body_hash):
+            raise IdempotencyConflict("this Idempotency-Key was already used with a different body")
+        return job_to_wire(job)
+
+    async def get(self, ws: Workspace, job_id: str) -> dict[str, Any]:
+        async with self.core.store.begin() as uow:
+            job = await uow.jobs.get(ws.id, job_id)
+        if job is None:
+            raise JobNotFound("no job with this id in this workspace")
+        return job_to_wire(job)
+
+    async def items(
+        self, ws: Workspace, job_id: str, *, status: str | None, limit: int, cursor: str | None
+    ) -> dict[str, Any]:
+        """Item outcomes in index order, optionally only one status (or those with warnings)."""
+        start = decode_cursor("job-items", cursor, (int,))[0] if cursor else 0
+        async with self.core.store.begin() as uow:
+            if await uow.jobs.get(ws.id, job_id) is None:
+                raise JobNotFound("no job with this id in this workspace")
+            chunks = await uow.jobs.chunks(ws.id, job_id, from_index=start)
+        page: list[dict[str, Any]] = []
+        next_cursor = None
+        for _, outcomes in chunks:
+            for outcome in outcomes:
+                if outcome["index"] < start or not _matches(outcome, status):
+                    continue
+                if len(page) == limit:
+                    next_cursor = encode_cursor("job-items", [page[-1]["index"] + 1])
+                    return {"data": page, "nextCursor": next_cursor}
+                page.append(outcome)
+        return {"data": page, "nextCursor": next_cursor}
+
+    async def dry_run(self, ws: Workspace, *, kind: str, items: list[Any]) -> dict[str, Any]:
+        """Exactly the outcomes a real write would have, computed and rolled back."""
+        template = await self.core.template_of(ws)
+        results: list[dict[str, Any]] = []
+        async with self.core.store.rehearse() as uow:
+            size = CHUNK_SIZE[kind]
+            for start in range(0, len(items), size):
+                results += await apply_chunk(
+                    self.services,
+                    uow,
+                    ws,
+                    template,
+                    kind=kind,
+                    items=items[start : start + size],
+                    start=start,
+                )
+        return {"results": results}
+
+
+def _matches(outcome: dict[str, Any], status: str | None) -> bool:
+    if status is None:
+        return True
+    if status == "warning":
+        return bool(outcome.get("warnings"))
+    return bool(outcome["status"] == status)
