@@ -141,6 +141,8 @@ def serve(
     """Run the API (the embedded SQLite default needs no configuration)."""
     import uvicorn
 
+    from onehazel.api.observability import uvicorn_log_config
+
     config = load_config(database_url)
     try:
         config.key_ring()
@@ -176,6 +178,7 @@ def serve(
         workers=workers,
         access_log=False,
         log_level=log_level.lower(),
+        log_config=uvicorn_log_config(log_level),
         http="httptools",
         loop="uvloop",
         timeout_graceful_shutdown=10,
@@ -288,6 +291,46 @@ def keys_revoke(key_id: str, database_url: DatabaseUrl = None) -> None:
 
     run(config, work)
     typer.echo(f"revoked {key_id}")
+
+
+@app.command()
+def worker(
+    database_url: DatabaseUrl = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Jobs worked on at once.")] = 2,
+) -> None:
+    """Run batch workers alone (any number of processes, on any machine, one PostgreSQL).
+
+    SIGTERM or Ctrl-C finishes the chunk in flight, gives the job back and exits.
+    """
+    import signal
+
+    from onehazel.api.observability import configure_logging
+    from onehazel.jobs.worker import start_in_background
+
+    config = load_config(database_url)
+    configure_logging()
+
+    async def work() -> None:
+        await _ensure_schema(config, migrate_sqlite=config.is_sqlite)
+        services = await open_services(config)
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopped.set)
+        stop = start_in_background(services, config.worker_options(), tasks=concurrency)
+        typer.echo(f"OneHazel batch worker running ({concurrency} at once); SIGTERM to stop")
+        try:
+            await stopped.wait()
+        finally:
+            await stop()
+            await services.close()
+
+    try:
+        asyncio.run(work())
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:
+        fail(_describe(exc, config))
 
 
 def main() -> None:
