@@ -8,9 +8,7 @@ float).
 
 from __future__ import annotations
 
-import json
 import zlib
-from decimal import Decimal
 from typing import Any
 
 from starlette.requests import Request
@@ -22,6 +20,7 @@ from onehazel.domain.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from onehazel.domain.json_text import parse_json
 from onehazel.domain.values import json_problem
 
 SINGLE_LIMIT = 1024 * 1024
@@ -75,29 +74,6 @@ async def read_body(request: Request, *, limit: int) -> bytes:
     if not inflater.eof:
         raise InvalidJson("the gzip body is truncated")
     return body
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def parse_json(raw: bytes) -> Any:
-    if not raw.strip():
-        raise InvalidJson("the request body is empty; send a JSON object")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidJson(f"the request body is not valid UTF-8 (byte {exc.start})") from None
-    try:
-        return json.loads(text.removeprefix("\ufeff"), parse_float=Decimal, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise InvalidJson(
-            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
-    except ValueError as exc:
-        raise InvalidJson(f"the request body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidJson("the request body is nested too deeply") from None
 
 
 async def read_json(request: Request, *, limit: int = SINGLE_LIMIT) -> Any:

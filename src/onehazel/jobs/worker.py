@@ -23,10 +23,10 @@ import socket
 from dataclasses import replace
 from typing import Any
 
-from onehazel.api.body import parse_json
 from onehazel.crypto.blobs import open_blob
 from onehazel.crypto.fields import DecryptionFailed
 from onehazel.domain.errors import ApiError, TemplateNotConfigured
+from onehazel.domain.json_text import parse_json
 from onehazel.domain.workspace import Workspace
 from onehazel.jobs.apply import CHUNK_SIZE, apply_chunk, failure
 from onehazel.services.container import Services

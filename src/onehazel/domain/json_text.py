@@ -1,0 +1,37 @@
+"""Parsing JSON text the way every body and stored batch is parsed.
+
+Numbers with a fraction or exponent become ``Decimal`` (money never touches a
+float), ``NaN``/``Infinity`` are refused, and every failure is the contract's
+400 ``invalid_json`` with a position, never the offending text.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from onehazel.domain.errors import InvalidJson
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(raw: bytes) -> Any:
+    if not raw.strip():
+        raise InvalidJson("the request body is empty; send a JSON object")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidJson(f"the request body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text.removeprefix("\ufeff"), parse_float=Decimal, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise InvalidJson(
+            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except ValueError as exc:
+        raise InvalidJson(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidJson("the request body is nested too deeply") from None
