@@ -1,0 +1,338 @@
+"""Acceptance: the real ``onehazel serve`` process, driven over real HTTP.
+
+The embedded default (no configuration at all) on SQLite, and a configured
+PostgreSQL server. Each test starts the program in a subprocess on a free port,
+runs the seed flow, revokes a key with the CLI from another process, and stops
+the server with SIGTERM, which must end it cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import PG_SERVER_URL, _pg_admin, _with_database
+from tests.conftest import test_env as master_key_env
+
+BASE = "/operator-data-api"
+START_TIMEOUT = 60.0
+REVOCATION_BOUND = 5.0  # the contract: a revoked key gets 401 "within a few seconds" on every server
+KEY_LINE = re.compile(r"(live|test) key: (oh_(?:live|test)_[A-Za-z0-9_-]{43})")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any ONEHAZEL_* configuration, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONEHAZEL_")}
+    env.update(extra)
+    return env
+
+
+def onehazel(*args: str, cwd: Path, env: dict[str, str]) -> str:
+    """Run a CLI command to completion; return its stdout."""
+    result = subprocess.run(
+        [sys.executable, "-m", "onehazel", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, f"{args}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """One ``onehazel serve`` process; its output goes to files so no pipe can fill up."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    stdout_path: Path
+    stderr_path: Path
+    _files: list[Any] = field(default_factory=list)
+    killed: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text()
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    def keys(self) -> dict[str, str]:
+        return {mode: key for mode, key in KEY_LINE.findall(self.stdout)}
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"server exited with {self.process.returncode}:\n{self.stdout}\n{self.stderr}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        pytest.fail(f"server not ready within {START_TIMEOUT}s:\n{self.stdout}\n{self.stderr}")
+
+    def terminate(self) -> int:
+        """SIGTERM, then SIGKILL if it does not stop; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.killed = True
+                self.process.kill()
+                self.process.wait(timeout=10)
+        for fh in self._files:
+            fh.close()
+        return int(self.process.returncode)
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start ``onehazel serve ARGS`` in ``tmp_path``; every server is stopped at teardown."""
+    servers: list[Server] = []
+
+    def start(*args: str, env: dict[str, str]) -> Server:
+        port = free_port()
+        n = len(servers)
+        out_path, err_path = tmp_path / f"serve-{n}.out", tmp_path / f"serve-{n}.err"
+        out, err = out_path.open("wb"), err_path.open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "onehazel", "serve", "--port", str(port), *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=err,
+        )
+        server = Server(process, port, out_path, err_path, [out, err])
+        servers.append(server)
+        server.wait_ready()
+        return server
+
+    yield start
+    for server in servers:
+        server.terminate()
+
+
+def stop_cleanly(server: Server) -> None:
+    """SIGTERM ends the server gracefully: shutdown completes, nothing crashes, no SIGKILL needed.
+
+    uvicorn re-raises the signal once shut down, so exiting "by SIGTERM" (-15) is as clean as 0.
+    """
+    code = server.terminate()
+    assert not server.killed, f"server ignored SIGTERM:\n{server.stderr}"
+    assert code in (0, -signal.SIGTERM), f"exit {code} on SIGTERM:\n{server.stderr}"
+    assert "Application shutdown complete" in server.stderr
+    assert "Traceback" not in server.stderr
+
+
+@pytest.fixture
+def empty_postgres_url(postgres_url: str) -> Iterator[str]:
+    """A PostgreSQL database of its own that nothing has migrated yet."""
+    name = f"onehazel_accept_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    yield _with_database(PG_SERVER_URL, name)
+    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+# --- what a client does -------------------------------------------------------------------------
+
+
+def client(server: Server, key: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=server.url + BASE, headers=headers, timeout=10)
+
+
+PLAYER = {
+    "externalId": "player-42",
+    "type": "player",
+    "attributes": {"email": "alice@example.com", "first_name": "Alice", "country": "MT"},
+}
+
+
+def seed_flow(server: Server, live_key: str, test_key: str) -> None:
+    with client(server, live_key) as api:
+        settings = api.put("/settings", json={"templateId": "tpl_igaming"})
+        assert settings.status_code == 200, settings.text
+        assert settings.json()["templateId"] == "tpl_igaming"
+
+        created = api.post("/entities", json=PLAYER)
+        assert created.status_code == 201, created.text
+        assert created.json()["attributes"]["email"] == "alice@example.com"
+        update = {**PLAYER, "attributes": {"last_name": "Liddell"}}
+        updated = api.post("/entities", json=update)
+        assert updated.status_code == 200, updated.text
+        assert updated.json()["attributes"] == {**PLAYER["attributes"], "last_name": "Liddell"}
+
+        deposit = api.post(
+            "/entities/player-42/events",
+            json={"type": "transaction", "data": {"type": "deposit", "amount": "100.10", "currency": "EUR"}},
+        )
+        assert deposit.status_code == 201, deposit.text
+        assert deposit.json()["data"]["amount"] == "100.10"
+
+        balance = api.put("/entities/player-42/state/balance", json={"value": "100.10"})
+        assert balance.status_code == 200, balance.text
+        assert balance.json()["applied"] is True
+
+        entity = api.get("/entities/player-42")
+        assert entity.status_code == 200
+        # PII decrypted on a single read
+        assert entity.json()["attributes"] == {**PLAYER["attributes"], "last_name": "Liddell"}
+        listed = api.get("/entities", params={"type": "player"}).json()["data"]
+        assert [e["externalId"] for e in listed] == ["player-42"]
+        assert set(listed[0]["attributes"]["email"]) == {"$encrypted"}  # bulk reads see ciphertext
+        assert set(listed[0]["attributes"]["last_name"]) == {"$encrypted"}
+        assert "alice@example.com" not in json.dumps(listed)
+        assert listed[0]["attributes"]["country"] == "MT"
+        events = api.get("/entities/player-42/events").json()["data"]
+        assert [(e["type"], e["data"]["amount"]) for e in events] == [("transaction", "100.10")]
+        state = api.get("/entities/player-42/state/balance").json()
+        assert state["value"] == "100.10"
+
+    with client(server, test_key) as test_api:  # the test workspace sees none of the live data
+        hidden = test_api.get("/entities/player-42")
+        assert hidden.status_code == 404
+        assert hidden.json()["error"]["code"] == "entity_not_found"
+
+
+def check_request_ids_and_errors(server: Server, live_key: str) -> None:
+    with client(server, live_key) as api:
+        echoed = api.get("/settings", headers={"X-Request-Id": "acceptance-check-1"})
+        assert echoed.status_code == 200
+        assert echoed.headers["X-Request-Id"] == "acceptance-check-1"
+
+        bad = api.post(
+            "/entities", content=b'{"externalId": "p", "type":', headers={"Content-Type": "application/json"}
+        )
+        assert bad.status_code == 400
+        error = bad.json()["error"]
+        assert error["code"] == "invalid_json"
+        assert error["message"]
+        assert bad.headers["X-Request-Id"]
+        assert error["requestId"] == bad.headers["X-Request-Id"]
+
+        invalid = api.post("/entities", json={"externalId": "p-2", "type": "spaceship", "attributes": {}})
+        assert invalid.status_code == 422
+        assert invalid.json()["error"]["code"] == "validation_error"
+        assert invalid.json()["error"]["details"]
+
+    with client(server, None) as anonymous:
+        denied = anonymous.get("/settings")
+        assert denied.status_code == 401
+        assert denied.json()["error"]["code"] == "unauthorized"
+        assert denied.json()["error"]["requestId"] == denied.headers["X-Request-Id"]
+
+
+def revoke_across_processes(
+    server: Server, *, cli: Callable[..., str], operator_id: str, other_key: str
+) -> None:
+    """A key made and revoked by the CLI, another process, takes effect on the running server."""
+    extra = json.loads(cli("keys", "create", "--operator", operator_id, "--mode", "live", "--json"))
+    with client(server, extra["key"]) as api:
+        assert api.get("/settings").status_code == 200
+
+        cli("keys", "revoke", extra["keyId"])
+        revoked_at = time.monotonic()
+        status = 200
+        while status == 200 and time.monotonic() - revoked_at < REVOCATION_BOUND + 1:
+            status = api.get("/settings").status_code
+            if status == 200:
+                time.sleep(0.1)
+        waited = time.monotonic() - revoked_at
+
+    assert status == 401
+    assert waited <= REVOCATION_BOUND
+    with client(server, other_key) as api:
+        assert api.get("/settings").status_code == 200  # only the revoked key lost access
+
+
+# --- the tests ----------------------------------------------------------------------------------
+
+
+def test_embedded_default_serves_with_no_configuration(
+    tmp_path: Path, start_server: Callable[..., Server]
+) -> None:
+    env = clean_env()
+    server = start_server(env=env)
+
+    data = tmp_path / "onehazel-data"
+    assert (data / "onehazel.db").is_file()
+    assert (data / "master.key").stat().st_mode & 0o777 == 0o600
+    keys = server.keys()
+    assert set(keys) == {"live", "test"}, server.stdout
+    assert keys["live"].startswith("oh_live_")
+    assert keys["test"].startswith("oh_test_")
+    operator_id = re.search(r"\b(op_\w+)", server.stdout)
+    assert operator_id, server.stdout
+
+    seed_flow(server, keys["live"], keys["test"])
+    check_request_ids_and_errors(server, keys["live"])
+    revoke_across_processes(
+        server,
+        cli=lambda *args: onehazel(*args, cwd=tmp_path, env=env),
+        operator_id=operator_id.group(1),
+        other_key=keys["live"],
+    )
+    stop_cleanly(server)
+
+    again = start_server(env=env)
+
+    assert again.keys() == {}
+    assert "oh_live_" not in again.stdout
+    assert "oh_test_" not in again.stdout
+    with client(again, keys["live"]) as api:
+        entity = api.get("/entities/player-42")
+        assert entity.status_code == 200  # same database, same master key file
+        assert entity.json()["attributes"]["email"] == "alice@example.com"
+    stop_cleanly(again)
+
+
+def test_postgres_server_after_migrate(
+    tmp_path: Path, start_server: Callable[..., Server], empty_postgres_url: str
+) -> None:
+    env = clean_env(ONEHAZEL_MASTER_KEY=master_key_env()["ONEHAZEL_MASTER_KEY"])
+
+    def cli(*args: str) -> str:
+        return onehazel(*args, "--database-url", empty_postgres_url, cwd=tmp_path, env=env)
+
+    cli("migrate")
+    created = json.loads(cli("operators", "create", "Acceptance Casino", "--json"))
+    server = start_server("--database-url", empty_postgres_url, env=env)
+
+    assert server.keys() == {}
+    assert not (tmp_path / "onehazel-data").exists()  # the configured key and database are used
+    seed_flow(server, created["liveKey"], created["testKey"])
+    check_request_ids_and_errors(server, created["liveKey"])
+    revoke_across_processes(server, cli=cli, operator_id=created["operatorId"], other_key=created["liveKey"])
+    stop_cleanly(server)
