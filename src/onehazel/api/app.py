@@ -65,7 +65,7 @@ def create_app(
     for module in (settings, entities, events, states, batch):
         app.include_router(module.router, prefix=BASE)
     app.include_router(meta.router)
-    app.add_middleware(Observability, metrics=app.state.metrics)
+    app.add_middleware(Observability, metrics=app.state.metrics, base=BASE)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

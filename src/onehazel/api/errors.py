@@ -35,7 +35,7 @@ def render(error: ApiError, request_id: str) -> Json:
 
 def _location(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc]
-    if parts and parts[0] == "path":
+    if len(parts) > 1 and parts[0] in ("path", "query", "header"):
         parts = parts[1:]
     return ".".join(parts)
 

@@ -101,10 +101,20 @@ def uvicorn_log_config(level: str = "INFO") -> dict[str, Any]:
     }
 
 
-def _route_of(scope: Scope) -> str:
+def _route_of(scope: Scope, base: str = "") -> str:
+    """The matched route's template, e.g. ``/operator-data-api/entities/{externalId}``.
+
+    Older FastAPI versions put an included router's prefix into ``route.path``;
+    newer ones (0.16x) keep the router's own path there, so the base path is added back.
+    """
     route = scope.get("route")
     path = getattr(route, "path", None)
-    return str(path) if path else "unmatched"
+    if not path:
+        return "unmatched"
+    path = str(path)
+    if base and str(scope.get("path", "")).startswith(base + "/") and not path.startswith(base + "/"):
+        path = base + path
+    return path
 
 
 def _decode_path(scope: Scope) -> None:
@@ -115,9 +125,10 @@ def _decode_path(scope: Scope) -> None:
 
 
 class Observability:
-    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, base: str = "") -> None:
         self.app = app
         self.metrics = metrics
+        self.base = base
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -143,7 +154,8 @@ class Observability:
             await self.app(scope, receive, send_with_id)
         except Exception:
             log.exception(
-                "unhandled error", extra={"fields": {"requestId": request_id, "route": _route_of(scope)}}
+                "unhandled error",
+                extra={"fields": {"requestId": request_id, "route": _route_of(scope, self.base)}},
             )
             if state["status"] == 0:
                 await self._internal_error(send_with_id, request_id)
@@ -152,7 +164,7 @@ class Observability:
             self._observe(scope, state["status"], time.perf_counter() - started, request_id)
 
     def _observe(self, scope: Scope, status: int, elapsed: float, request_id: str) -> None:
-        route, method = _route_of(scope), scope.get("method", "")
+        route, method = _route_of(scope, self.base), scope.get("method", "")
         self.metrics.requests.labels(method, route, str(status)).inc()
         self.metrics.latency.labels(method, route).observe(elapsed)
         if log.isEnabledFor(logging.INFO):

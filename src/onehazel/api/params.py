@@ -5,6 +5,9 @@ from __future__ import annotations
 from onehazel.domain.errors import Detail, ValidationFailed
 from onehazel.domain.values import ValueProblem, parse_timestamp
 
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
+"""Pattern for free-text query filters: PostgreSQL cannot even compare a string holding NUL."""
+
 
 def optional_timestamp(name: str, raw: str | None) -> int | None:
     if raw is None:

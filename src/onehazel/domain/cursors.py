@@ -3,7 +3,10 @@
 A cursor is the sort key of the last row a page returned, plus the kind of
 listing it belongs to, as URL-safe base64 JSON. Pages continue strictly after
 that key, so rows inserted meanwhile never shift a page (no offsets).
-A cursor from another listing, or a damaged one, is a 422 ``invalid_cursor``.
+A cursor from another listing, or a damaged one, is a 422 ``invalid_cursor``;
+so is a forged one holding values no listing produces and no database can bind
+(integers beyond 64 bits, strings with NUL or lone surrogates), which would
+otherwise fail inside the query (PostgreSQL refuses NUL in text) as a 500.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 from typing import Any
 
 from onehazel.domain.errors import Detail, ValidationFailed
+from onehazel.domain.values import json_problem
 
 
 def encode_cursor(kind: str, key: list[Any]) -> str:
@@ -32,6 +36,7 @@ def decode_cursor(kind: str, cursor: str, types: tuple[type, ...]) -> list[Any]:
             and isinstance(key, list)
             and len(key) == len(types)
             and all(type(v) is t for v, t in zip(key, types, strict=True))
+            and json_problem(key) is None  # 64-bit ints, no NUL or lone surrogates
         )
     except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
         ok = False

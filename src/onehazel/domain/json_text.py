@@ -18,6 +18,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _parse_int(text: str) -> int | Decimal:
+    """Integers past 64 bits stay exact as Decimal: fine for decimal fields, refused elsewhere."""
+    if len(text) < 19:
+        return int(text)
+    value = Decimal(text)  # 19-20 digit literals may still fit in 64 bits: keep those ints
+    return int(value) if -(2**63) <= value < 2**63 else value
+
+
 def parse_json(raw: bytes) -> Any:
     if not raw.strip():
         raise InvalidJson("the request body is empty; send a JSON object")
@@ -26,7 +34,12 @@ def parse_json(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise InvalidJson(f"the request body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(text.removeprefix("\ufeff"), parse_float=Decimal, parse_constant=_reject_constant)
+        return json.loads(
+            text.removeprefix("\ufeff"),
+            parse_float=Decimal,
+            parse_int=_parse_int,
+            parse_constant=_reject_constant,
+        )
     except json.JSONDecodeError as exc:
         raise InvalidJson(
             f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"

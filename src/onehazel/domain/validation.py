@@ -109,6 +109,8 @@ def check_value(spec: FieldSpec, value: Any) -> Any:
             raise ValueProblem("invalid_field_type", "expected a number")
         return plain_json(value)
     if kind == "integer":
+        if isinstance(value, Decimal) and value.as_tuple().exponent == 0:
+            value = plain_json(value)  # a long integer literal: exact if it fits 64 bits
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueProblem("invalid_field_type", "expected an integer")
         return value
@@ -129,6 +131,12 @@ def check_value(spec: FieldSpec, value: Any) -> Any:
 def plain_json(value: Any) -> Any:
     """Turn parsed JSON (with Decimal floats) into storable JSON: floats for numbers."""
     if isinstance(value, Decimal):
+        if value.as_tuple().exponent == 0:  # an integer literal (long ones parse as Decimal)
+            if not -(2**63) <= value < 2**63:
+                raise ValueProblem(
+                    "invalid_field_type", "integers must fit in 64 bits (declare a decimal field for more)"
+                )
+            return int(value)
         number = float(value)
         if math.isinf(number) or math.isnan(number):
             raise ValueProblem("invalid_field_type", "number is out of range")

@@ -62,7 +62,10 @@ def parse_timestamp(raw: object) -> int:
         if oh > 23 or om > 59:
             raise ValueProblem("invalid_timestamp", "timestamp offset is out of range")
         delta = sign * timedelta(hours=oh, minutes=om)
-    moment = naive.replace(tzinfo=UTC) - delta
+    try:
+        moment = naive.replace(tzinfo=UTC) - delta
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 is past year 9999 in UTC
+        raise ValueProblem("invalid_timestamp", "timestamp is out of range in UTC") from None
     return (moment - _EPOCH) // timedelta(microseconds=1)
 
 

@@ -115,6 +115,9 @@ async def _apply_events(
     now = core.clock()
     rows: list[tuple[int, EventWrite, EventRecord, dict[str, Any]]] = []
     in_batch: dict[str, str] = {}
+    # Repeats of an eventId seen earlier in this chunk are judged against what is
+    # stored once the chunk's rows are in (the earlier item may itself conflict).
+    repeats: list[tuple[int, EventWrite, str, list[dict[str, Any]]]] = []
     for offset, write in writes:
         entity = entities.get(write.external_id)
         index = start + offset
@@ -128,9 +131,7 @@ async def _apply_events(
         event_id = write.event_id or new_id("evt")
         warnings = [w.to_wire() for w in write.warnings]
         if event_id in in_batch:
-            outcomes[offset] = _replay(
-                index, write.external_id, event_id, in_batch[event_id] == fingerprint, warnings
-            )
+            repeats.append((offset, write, event_id, warnings))
             continue
         in_batch[event_id] = fingerprint
         pii = None
@@ -163,6 +164,10 @@ async def _apply_events(
             stored = existing.get(record.event_id)
             same = stored is not None and core.same_fingerprint(ws, write.fingerprint_source(), stored)
             outcomes[offset] = _replay(index, write.external_id, record.event_id, same, extra["warnings"])
+    for offset, write, event_id, warnings in repeats:
+        stored = in_batch[event_id] if event_id in inserted else existing.get(event_id)
+        same = stored is not None and core.same_fingerprint(ws, write.fingerprint_source(), stored)
+        outcomes[offset] = _replay(start + offset, write.external_id, event_id, same, warnings)
     return [o for o in outcomes if o is not None]
 
 

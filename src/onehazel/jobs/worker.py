@@ -27,6 +27,7 @@ from onehazel.crypto.blobs import open_blob
 from onehazel.crypto.fields import DecryptionFailed
 from onehazel.domain.errors import ApiError, TemplateNotConfigured
 from onehazel.domain.json_text import parse_json
+from onehazel.domain.templates import Template
 from onehazel.domain.workspace import Workspace
 from onehazel.jobs.apply import CHUNK_SIZE, apply_chunk, failure
 from onehazel.services.container import Services
@@ -136,12 +137,13 @@ class Worker:
                 async with self.core.store.begin() as uow:
                     await uow.jobs.release(ws.id, job.id, owner=self.owner)
                 return
+            template = await self._template(ws)
             async with self.core.store.begin() as uow:
                 current = await uow.jobs.get(ws.id, job.id, lock=True)
                 if current is None or current.status != "processing" or current.lease_owner != self.owner:
                     return  # the lease lapsed and another worker took over
                 chunk = items[current.processed : current.processed + size]
-                outcomes = await self._apply(uow, ws, current, chunk)
+                outcomes = await self._apply(uow, ws, current, chunk, template)
                 now = self.core.clock()
                 updated = advance(current, outcomes, now=now, lease_until=now + self.lease)
                 if chunk:
@@ -151,11 +153,29 @@ class Worker:
                 log.info("job finished", extra={"fields": {"jobId": job.id, "total": job.total}})
                 return
 
-    async def _apply(self, uow: Any, ws: Workspace, job: JobRecord, chunk: list[Any]) -> list[dict[str, Any]]:
+    async def _template(self, ws: Workspace) -> Template | TemplateNotConfigured:
+        """The template, read before the chunk's transaction opens.
+
+        A settings-cache miss reads in a transaction of its own; inside the
+        chunk's transaction that would wait for a second connection, which
+        SQLite's single pooled connection never frees (a deadlock until the
+        pool times out).
+        """
         try:
-            template = await self.core.template_of(ws)
+            return await self.core.template_of(ws)
         except TemplateNotConfigured as error:
-            return [failure(job.processed + i, item, error) for i, item in enumerate(chunk)]
+            return error
+
+    async def _apply(
+        self,
+        uow: Any,
+        ws: Workspace,
+        job: JobRecord,
+        chunk: list[Any],
+        template: Template | TemplateNotConfigured,
+    ) -> list[dict[str, Any]]:
+        if isinstance(template, TemplateNotConfigured):
+            return [failure(job.processed + i, item, template) for i, item in enumerate(chunk)]
         return await apply_chunk(
             self.services, uow, ws, template, kind=job.kind, items=chunk, start=job.processed
         )

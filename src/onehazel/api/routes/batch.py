@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from onehazel.api.body import BATCH_LIMIT, read_json_raw
 from onehazel.api.deps import DryRun, ServicesDep, WorkspaceDep
 from onehazel.api.docs import errors, json_body, write_errors
+from onehazel.api.params import NO_CONTROL_CHARACTERS
 from onehazel.api.responses import Json
 from onehazel.api.schemas import (
     BatchAccepted,
@@ -110,7 +111,9 @@ async def submit_states(
     return await _submit(request, services, ws, "states", dry_run, key)
 
 
-JobIdPath = Annotated[str, Path(alias="jobId", max_length=64, description="job_...")]
+JobIdPath = Annotated[
+    str, Path(alias="jobId", max_length=64, pattern=NO_CONTROL_CHARACTERS, description="job_...")
+]
 
 
 @router.get(

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from onehazel.api.body import read_json
 from onehazel.api.deps import DryRun, ExternalIdDep, MetricsDep, ServicesDep, WorkspaceDep
 from onehazel.api.docs import errors, json_body, write_errors
-from onehazel.api.params import optional_timestamp
+from onehazel.api.params import NO_CONTROL_CHARACTERS, optional_timestamp
 from onehazel.api.responses import Json
 from onehazel.api.schemas import DeletedOut, DryRunResults, EntityIn, EntityOut, EntityPage
 
@@ -47,7 +47,10 @@ async def list_entities(
     services: ServicesDep,
     ws: WorkspaceDep,
     type_: Annotated[
-        str | None, Query(alias="type", max_length=64, description="Only this entity type")
+        str | None,
+        Query(
+            alias="type", max_length=64, pattern=NO_CONTROL_CHARACTERS, description="Only this entity type"
+        ),
     ] = None,
     updated_since: Annotated[
         str | None, Query(alias="updatedSince", description="RFC 3339; only entities updated at or after")
@@ -71,7 +74,7 @@ async def list_entities(
 @router.get(
     "/entities/{externalId}",
     response_model=None,
-    responses={200: {"model": EntityOut}, **errors(404, 410, 422)},
+    responses={200: {"model": EntityOut}, **errors(404, 409, 410, 422)},
 )
 async def get_entity(services: ServicesDep, ws: WorkspaceDep, external_id: ExternalIdDep) -> Json:
     """One entity with its PII decrypted."""

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from onehazel.api.body import read_json
 from onehazel.api.deps import DryRun, ExternalIdDep, MetricsDep, ServicesDep, WorkspaceDep
 from onehazel.api.docs import errors, json_body, write_errors
-from onehazel.api.params import optional_timestamp
+from onehazel.api.params import NO_CONTROL_CHARACTERS, optional_timestamp
 from onehazel.api.responses import Json
 from onehazel.api.schemas import DryRunResults, EventIn, EventOut, EventPage
 from onehazel.domain.validation import bind_path
@@ -52,14 +52,15 @@ async def record_event(
 @router.get(
     "/entities/{externalId}/events",
     response_model=None,
-    responses={200: {"model": EventPage}, **errors(404, 410, 422)},
+    responses={200: {"model": EventPage}, **errors(404, 409, 410, 422)},
 )
 async def list_events(
     services: ServicesDep,
     ws: WorkspaceDep,
     external_id: ExternalIdDep,
     type_: Annotated[
-        str | None, Query(alias="type", max_length=64, description="Only this event type")
+        str | None,
+        Query(alias="type", max_length=64, pattern=NO_CONTROL_CHARACTERS, description="Only this event type"),
     ] = None,
     from_: Annotated[str | None, Query(alias="from", description="RFC 3339; timestamp at or after")] = None,
     to: Annotated[str | None, Query(description="RFC 3339; timestamp strictly before")] = None,
