@@ -1,0 +1,309 @@
+"""Wire values: RFC 3339 timestamps, exact decimals, identifiers and JSON hygiene."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from onehazel.domain.values import (
+    MAX_DEPTH,
+    ValueProblem,
+    check_identifier,
+    format_timestamp,
+    json_problem,
+    parse_decimal,
+    parse_timestamp,
+)
+
+
+def micros(*args: int) -> int:
+    moment = datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+
+
+# --- timestamps -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-27T10:00:00Z", micros(2026, 11, 27, 10)),
+        ("2026-11-27t10:00:00z", micros(2026, 11, 27, 10)),
+        ("2026-11-27 10:00:00Z", micros(2026, 11, 27, 10)),
+        ("2026-11-27T12:00:00+02:00", micros(2026, 11, 27, 10)),
+        ("2026-11-27T05:30:00-04:30", micros(2026, 11, 27, 10)),
+        ("2026-11-27T10:00:00+00:00", micros(2026, 11, 27, 10)),
+        ("2026-11-27T10:00:00-00:00", micros(2026, 11, 27, 10)),
+        ("2026-11-28T00:30:00+14:30", micros(2026, 11, 27, 10)),
+        ("2026-11-27T10:00:00.5Z", micros(2026, 11, 27, 10) + 500_000),
+        ("2026-11-27T10:00:00.123456Z", micros(2026, 11, 27, 10) + 123_456),
+        ("2026-11-27T10:00:00.123456789Z", micros(2026, 11, 27, 10) + 123_456),
+        ("1970-01-01T00:00:00Z", 0),
+        ("1969-12-31T23:59:59Z", -1_000_000),
+        ("2024-02-29T00:00:00Z", micros(2024, 2, 29)),
+    ],
+)
+def test_valid_timestamps(text: str, expected: int) -> None:
+    assert parse_timestamp(text) == expected
+
+
+def test_leap_second_is_accepted_as_the_last_second_of_the_minute() -> None:
+    assert parse_timestamp("2016-12-31T23:59:60Z") == parse_timestamp("2016-12-31T23:59:59Z")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("2026-11-27T10:00:00", id="missing-offset"),
+        pytest.param("2026-11-27T10:00:00.123", id="missing-offset-fraction"),
+        pytest.param("2026-11-27", id="date-only"),
+        pytest.param("2026-02-30T10:00:00Z", id="feb-30"),
+        pytest.param("2025-02-29T10:00:00Z", id="not-a-leap-year"),
+        pytest.param("2026-13-01T10:00:00Z", id="month-13"),
+        pytest.param("2026-00-10T10:00:00Z", id="month-0"),
+        pytest.param("2026-11-27T24:00:00Z", id="hour-24"),
+        pytest.param("2026-11-27T10:60:00Z", id="minute-60"),
+        pytest.param("2026-11-27T10:00:61Z", id="second-61"),
+        pytest.param("2026-11-27T10:00:00+24:00", id="offset-hour-24"),
+        pytest.param("2026-11-27T10:00:00+02:60", id="offset-minute-60"),
+        pytest.param("2026-11-27T10:00:00+0200", id="offset-without-colon"),
+        pytest.param("2026-11-27T10:00:00.Z", id="empty-fraction"),
+        pytest.param("2026-11-27T10:00:00.1234567890Z", id="ten-fraction-digits"),
+        pytest.param("2026-11-27T10:00Z", id="no-seconds"),
+        pytest.param("26-11-27T10:00:00Z", id="two-digit-year"),
+        pytest.param(" 2026-11-27T10:00:00Z", id="leading-space"),
+        pytest.param("2026-11-27T10:00:00Z\n", id="trailing-newline"),
+        pytest.param("", id="empty"),
+        pytest.param("yesterday", id="words"),
+        pytest.param("2026-11-27T10:00:00 UTC", id="named-zone"),
+    ],
+)
+def test_invalid_timestamps(text: str) -> None:
+    with pytest.raises(ValueProblem) as info:
+        parse_timestamp(text)
+    assert info.value.code == "invalid_timestamp"
+
+
+@pytest.mark.parametrize("value", [1764237600, 1764237600.0, None, True, ["2026-11-27T10:00:00Z"]])
+def test_non_string_timestamps_are_invalid(value: object) -> None:
+    with pytest.raises(ValueProblem) as info:
+        parse_timestamp(value)
+    assert info.value.code == "invalid_timestamp"
+
+
+def test_timestamp_error_message_does_not_echo_the_value() -> None:
+    with pytest.raises(ValueProblem) as info:
+        parse_timestamp("secret-canary-value")
+    assert "secret-canary-value" not in info.value.message
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    moment=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC))
+)
+def test_format_then_parse_round_trips(moment: datetime) -> None:
+    value = parse_timestamp(moment.isoformat().replace("+00:00", "Z"))
+    text = format_timestamp(value)
+    assert text.endswith("Z")
+    assert parse_timestamp(text) == value
+
+
+def test_format_timestamp_shape() -> None:
+    assert format_timestamp(0) == "1970-01-01T00:00:00.000000Z"
+    assert format_timestamp(micros(2026, 11, 27, 10) + 5) == "2026-11-27T10:00:00.000005Z"
+
+
+# --- decimals ---------------------------------------------------------------------------------
+
+
+@st.composite
+def decimals_up_to_30_digits(draw: st.DrawFn) -> Decimal:
+    """Any finite decimal whose plain ("f") rendering has at most 30 digits."""
+    places = draw(st.integers(min_value=0, max_value=29))
+    unscaled = draw(st.integers(min_value=-(10**30) + 1, max_value=10**30 - 1))
+    return Decimal(f"{unscaled}E-{places}")  # the constructor is exact (scaleb would round to 28)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=decimals_up_to_30_digits())
+def test_decimal_round_trips_exactly_as_decimal_or_string(value: Decimal) -> None:
+    text = format(value, "f")
+    assert parse_decimal(value) == text
+    assert parse_decimal(text) == text
+    assert Decimal(parse_decimal(text)) == value
+    assert Decimal(parse_decimal(text)).as_tuple().exponent == value.as_tuple().exponent
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.decimals(allow_nan=False, allow_infinity=False, places=None))
+def test_any_finite_decimal_is_exact_or_refused(value: Decimal) -> None:
+    if sum(ch.isdigit() for ch in format(value, "f")) > 40:
+        with pytest.raises(ValueProblem) as info:
+            parse_decimal(value)
+        assert info.value.code == "invalid_field_type"
+    else:
+        assert Decimal(parse_decimal(value)) == value
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.integers(min_value=-(10**30) + 1, max_value=10**30 - 1))
+def test_integers_round_trip(value: int) -> None:
+    assert parse_decimal(value) == str(value)
+    assert parse_decimal(str(value)) == str(value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("10.50", "10.50"),
+        ("+10.50", "10.50"),
+        ("-0.01", "-0.01"),
+        ("007", "007"),
+        ("  12.5 ", "12.5"),
+        (Decimal("1E+3"), "1000"),
+        (Decimal("1.0E-3"), "0.0010"),
+        (Decimal("25.00"), "25.00"),
+        (0, "0"),
+        (0.1, "0.1"),
+        ("0.1000000000000000055511151231257827", "0.1000000000000000055511151231257827"),
+    ],
+)
+def test_decimal_canonical_text(raw: object, expected: str) -> None:
+    assert parse_decimal(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        True,
+        False,
+        None,
+        Decimal("NaN"),
+        Decimal("sNaN"),
+        Decimal("Infinity"),
+        Decimal("-Infinity"),
+        float("nan"),
+        float("inf"),
+        "NaN",
+        "Infinity",
+        "1e5",
+        "1E5",
+        "abc",
+        "",
+        "1.",
+        ".5",
+        "1,5",
+        "1 000",
+        "0x10",
+        "--1",
+        "1" * 41,
+        [1],
+        {"amount": 1},
+    ],
+)
+def test_invalid_decimals_rejected(raw: object) -> None:
+    with pytest.raises(ValueProblem) as info:
+        parse_decimal(raw)
+    assert info.value.code == "invalid_field_type"
+
+
+def test_forty_digits_is_the_limit() -> None:
+    assert parse_decimal("9" * 40) == "9" * 40
+    assert parse_decimal("-" + "9" * 20 + "." + "9" * 20) == "-" + "9" * 20 + "." + "9" * 20
+    with pytest.raises(ValueProblem):
+        parse_decimal("9" * 20 + "." + "9" * 21)
+
+
+# --- identifiers ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["p-1", "x", "a" * 256, "ünïcödé-玩家", "with space", "a/b?c#d%20", "😀"])
+def test_valid_identifiers(text: str) -> None:
+    assert check_identifier(text, what="externalId") == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("a" * 257, id="257-chars"),
+        pytest.param("a\x00b", id="nul"),
+        pytest.param("a\nb", id="newline"),
+        pytest.param("a\tb", id="tab"),
+        pytest.param("\x1f", id="unit-separator"),
+        pytest.param("a\x7fb", id="del"),
+        pytest.param("a\x85b", id="c1-control"),
+        pytest.param("a\ud800b", id="lone-surrogate"),
+        pytest.param("a\uffffb", id="non-character-ffff"),
+        pytest.param("a\ufffeb", id="non-character-fffe"),
+    ],
+)
+def test_invalid_identifiers(text: str) -> None:
+    with pytest.raises(ValueProblem) as info:
+        check_identifier(text, what="externalId")
+    assert info.value.code == "invalid_identifier"
+    assert "externalId" in info.value.message
+
+
+@pytest.mark.parametrize("value", [None, 1, 1.5, True, ["p-1"], {"id": "p-1"}])
+def test_non_string_identifier_is_a_type_error(value: object) -> None:
+    with pytest.raises(ValueProblem) as info:
+        check_identifier(value, what="eventId")
+    assert info.value.code == "invalid_field_type"
+
+
+# --- JSON hygiene -----------------------------------------------------------------------------
+
+
+def nested(depth: int) -> Any:
+    doc: Any = "leaf"
+    for i in range(depth):
+        doc = {"k": doc} if i % 2 else [doc]
+    return doc
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        "text",
+        2**63 - 1,
+        -(2**63),
+        1.5,
+        Decimal("1e400"),
+        {"a": [1, {"b": "ünï"}], "emoji": "😀"},
+        nested(MAX_DEPTH),
+    ],
+)
+def test_storable_json(value: Any) -> None:
+    assert json_problem(value) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        pytest.param(nested(MAX_DEPTH + 1), "nested deeper", id="too-deep"),
+        pytest.param(nested(100_000), "nested deeper", id="hostile-depth"),
+        pytest.param({"a": "x\x00y"}, "NUL", id="nul-in-value"),
+        pytest.param({"x\x00": 1}, "NUL", id="nul-in-key"),
+        pytest.param(["\ud83d"], "surrogate", id="lone-surrogate-value"),
+        pytest.param({"\udc00": 1}, "surrogate", id="lone-surrogate-key"),
+        pytest.param({"n": 2**63}, "64 bits", id="int-too-big"),
+        pytest.param([-(2**63) - 1], "64 bits", id="int-too-small"),
+    ],
+)
+def test_unstorable_json(value: Any, needle: str) -> None:
+    problem = json_problem(value)
+    assert problem is not None
+    assert needle in problem
+
+
+def test_json_problem_depth_is_configurable() -> None:
+    assert json_problem(nested(3), max_depth=3) is None
+    assert json_problem(nested(4), max_depth=3) is not None
