@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from onehazel.domain.errors import ApiError, Detail, ValidationFailed
+from onehazel.domain.errors import ApiError, Detail, PiiUnreadable, ValidationFailed
 from onehazel.domain.templates import Template
 from onehazel.domain.validation import EventWrite, validate_entity, validate_event, validate_state
 from onehazel.domain.values import json_problem
 from onehazel.domain.workspace import Workspace
 from onehazel.services.ids import new_id
-from onehazel.storage.records import EventRecord
+from onehazel.storage.records import EntityRecord, EventRecord
 from onehazel.storage.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
@@ -136,9 +136,11 @@ async def _apply_events(
         in_batch[event_id] = fingerprint
         pii = None
         if write.pii:
-            assert entity.data_key is not None
-            cipher = core.cipher(ws, entity.external_id, entity.data_key)
-            pii = cipher.encrypt_fields(f"events/{event_id}/data", write.pii)
+            try:
+                pii = _seal_pii(services, ws, entity, event_id, write)
+            except ApiError as error:
+                outcomes[offset] = failure(index, write.fingerprint_source(), error)
+                continue
         record = EventRecord(
             event_id=event_id,
             external_id=write.external_id,
@@ -169,6 +171,15 @@ async def _apply_events(
         same = stored is not None and core.same_fingerprint(ws, write.fingerprint_source(), stored)
         outcomes[offset] = _replay(start + offset, write.external_id, event_id, same, warnings)
     return [o for o in outcomes if o is not None]
+
+
+def _seal_pii(
+    services: Services, ws: Workspace, entity: EntityRecord, event_id: str, write: EventWrite
+) -> dict[str, str]:
+    if entity.data_key is None:
+        raise PiiUnreadable("this entity's key material was erased; its PII cannot be written")
+    cipher = services.core.cipher(ws, entity.external_id, entity.data_key)
+    return cipher.encrypt_fields(f"events/{event_id}/data", write.pii)
 
 
 def _error(index: int, external_id: str | None, code: str, message: str, path: str) -> dict[str, Any]:

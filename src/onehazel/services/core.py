@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from onehazel.crypto.fields import DecryptionFailed, FieldCipher, unwrap_data_key
-from onehazel.crypto.keys import KeyRing
+from onehazel.crypto.keys import KeyRing, UnknownKeyId
 from onehazel.domain.errors import PiiUnreadable, TemplateNotConfigured
 from onehazel.domain.templates import Template, get_template
 from onehazel.domain.values import now_micros
@@ -101,6 +101,8 @@ class Core:
             dek = unwrap_data_key(self.keys, ws.id, external_id, data_key)
         except DecryptionFailed:
             raise PiiUnreadable(_UNREADABLE) from None
+        except UnknownKeyId as exc:
+            raise PiiUnreadable(f"{exc}; configure it again to read this data") from None
         return _CheckedCipher(dek, workspace_id=ws.id, external_id=external_id)
 
     def fingerprint(self, ws: Workspace, source: dict[str, Any], *, key_id: str | None = None) -> str:

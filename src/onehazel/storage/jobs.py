@@ -21,6 +21,7 @@ from onehazel.storage.engine import is_postgres
 from onehazel.storage.tables import job_chunks, jobs
 
 ACTIVE = ("queued", "processing")
+JOBS_SEQUENCE = sa.Sequence("jobs_seq")  # PostgreSQL only; created by migration 0002
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,12 @@ class JobRepository:
         self.conn = conn
 
     async def insert(self, record: JobRecord, payload: bytes) -> None:
-        values = {name: getattr(record, name) for name in JobRecord.__dataclass_fields__}
+        """Store a queued job. On PostgreSQL its ``seq`` comes from one database
+        sequence, so acceptance order holds across API processes on many machines
+        (no clock skew); SQLite, a single machine, keeps the caller's clock value."""
+        values: dict[str, Any] = {name: getattr(record, name) for name in JobRecord.__dataclass_fields__}
+        if is_postgres(self.conn):
+            values["seq"] = JOBS_SEQUENCE.next_value()
         await self.conn.execute(jobs.insert().values(**values, payload=payload))
 
     async def get(self, workspace_id: str, job_id: str, *, lock: bool = False) -> JobRecord | None:
