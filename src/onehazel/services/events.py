@@ -36,8 +36,18 @@ class EventService:
         self.core = core
 
     async def record(self, ws: Workspace, body: Any) -> tuple[dict[str, Any], bool]:
-        """Append one event; returns (event, created). A replay returns the stored event."""
+        """Append one event; returns (event, created). A replay returns the stored event.
+
+        The common case (no PII, live entity, new eventId) is one autocommit
+        statement that inserts only if the entity is live. Anything else (PII to
+        seal, 404/410, a replay or conflict) takes the full transactional path.
+        """
         write = validate_event(await self.core.template_of(ws), body)
+        if not write.pii:
+            record = self._record(ws, write, pii=None)
+            async with self.core.store.autocommit() as uow:
+                if await uow.events.insert_if_live(ws.id, record):
+                    return self._wire(record, {}, write), True
         async with self.core.store.begin() as uow:
             return await self.record_in(uow, ws, write)
 
@@ -45,31 +55,36 @@ class EventService:
         self, uow: UnitOfWork, ws: Workspace, write: EventWrite
     ) -> tuple[dict[str, Any], bool]:
         """Append inside the caller's transaction; the dedup record is the event row itself."""
-        source = write.fingerprint_source()
-        now = self.core.clock()
-        event_id = write.event_id or new_id("evt")
         entity = await live_entity(uow, ws, write.external_id)
-        record = EventRecord(
-            event_id=event_id,
+        event_id = write.event_id or new_id("evt")
+        pii = self._seal(ws, entity, event_id, write) if write.pii else None
+        record = self._record(ws, write, pii=pii, event_id=event_id)
+        if await uow.events.insert(ws.id, record):
+            return self._wire(record, write.pii, write), True
+        stored = await uow.events.get(ws.id, record.event_id)
+        assert stored is not None
+        if not self.core.same_fingerprint(ws, write.fingerprint_source(), stored.fingerprint):
+            raise EventIdConflict("this eventId was already used for a different event")
+        wire = self._wire(stored, write.pii, write)
+        wire["duplicate"] = True
+        return wire, False
+
+    def _record(
+        self, ws: Workspace, write: EventWrite, *, pii: dict[str, str] | None, event_id: str | None = None
+    ) -> EventRecord:
+        now = self.core.clock()
+        return EventRecord(
+            event_id=event_id or write.event_id or new_id("evt"),
             external_id=write.external_id,
             type=write.type,
             data=write.plain,
-            pii=self._seal(ws, entity, event_id, write) if write.pii else None,
-            fingerprint=self.core.fingerprint(ws, source),
+            pii=pii,
+            fingerprint=self.core.fingerprint(ws, write.fingerprint_source()),
             timestamp=write.timestamp,
             ts=write.ts if write.ts is not None else now,
             received_at=now,
             seq=self.core.seq.next(),
         )
-        if await uow.events.insert(ws.id, record):
-            return self._wire(record, write.pii, write), True
-        stored = await uow.events.get(ws.id, event_id)
-        assert stored is not None
-        if not self.core.same_fingerprint(ws, source, stored.fingerprint):
-            raise EventIdConflict("this eventId was already used for a different event")
-        wire = self._wire(stored, write.pii, write)
-        wire["duplicate"] = True
-        return wire, False
 
     def _seal(self, ws: Workspace, entity: EntityRecord, event_id: str, write: EventWrite) -> dict[str, str]:
         assert entity.data_key is not None

@@ -6,12 +6,14 @@ dedup key can never be recorded for an event that did not commit.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from onehazel.storage.engine import upsert
 from onehazel.storage.records import EventRecord
-from onehazel.storage.tables import events
+from onehazel.storage.tables import entities, events
 
 _COLUMNS = (
     events.c.event_id,
@@ -29,6 +31,22 @@ _COLUMNS = (
 SortKey = tuple[int, int, str]
 
 
+def _row(workspace_id: str, record: EventRecord) -> dict[str, Any]:
+    return {
+        "workspace_id": workspace_id,
+        "event_id": record.event_id,
+        "external_id": record.external_id,
+        "type": record.type,
+        "data": record.data,
+        "pii": record.pii,
+        "fingerprint": record.fingerprint,
+        "timestamp": record.timestamp,
+        "ts": record.ts,
+        "received_at": record.received_at,
+        "seq": record.seq,
+    }
+
+
 class EventRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
@@ -37,22 +55,30 @@ class EventRepository:
         """Append an event; False when its eventId already exists in the workspace."""
         statement = (
             upsert(self.conn, events)
-            .values(
-                workspace_id=workspace_id,
-                event_id=record.event_id,
-                external_id=record.external_id,
-                type=record.type,
-                data=record.data,
-                pii=record.pii,
-                fingerprint=record.fingerprint,
-                timestamp=record.timestamp,
-                ts=record.ts,
-                received_at=record.received_at,
-                seq=record.seq,
-            )
+            .values(_row(workspace_id, record))
             .on_conflict_do_nothing(index_elements=["workspace_id", "event_id"])
         )
         return (await self.conn.execute(statement)).rowcount == 1
+
+    async def insert_if_live(self, workspace_id: str, record: EventRecord) -> bool:
+        """Append an event only if its entity exists and is not deleted and the eventId
+        is new, in one statement (INSERT .. SELECT FROM entities .. ON CONFLICT DO
+        NOTHING). False means "look closer": missing, deleted, or a replay."""
+        values = _row(workspace_id, record)
+        source = sa.select(
+            *(sa.bindparam(f"v_{name}", value, type_=events.c[name].type) for name, value in values.items())
+        ).where(
+            entities.c.workspace_id == workspace_id,
+            entities.c.external_id == record.external_id,
+            entities.c.deleted_at.is_(None),
+        )
+        statement = (
+            upsert(self.conn, events)
+            .from_select(list(values), source)
+            .on_conflict_do_nothing(index_elements=["workspace_id", "event_id"])
+            .returning(events.c.event_id)
+        )
+        return (await self.conn.execute(statement)).first() is not None
 
     async def insert_many(self, workspace_id: str, records: list[EventRecord]) -> set[str]:
         """Append many events in one statement; returns the eventIds actually inserted.
@@ -61,25 +87,9 @@ class EventRepository:
         """
         if not records:
             return set()
-        rows = [
-            {
-                "workspace_id": workspace_id,
-                "event_id": r.event_id,
-                "external_id": r.external_id,
-                "type": r.type,
-                "data": r.data,
-                "pii": r.pii,
-                "fingerprint": r.fingerprint,
-                "timestamp": r.timestamp,
-                "ts": r.ts,
-                "received_at": r.received_at,
-                "seq": r.seq,
-            }
-            for r in records
-        ]
         statement = (
             upsert(self.conn, events)
-            .values(rows)
+            .values([_row(workspace_id, r) for r in records])
             .on_conflict_do_nothing(index_elements=["workspace_id", "event_id"])
             .returning(events.c.event_id)
         )

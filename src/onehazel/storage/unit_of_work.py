@@ -59,6 +59,26 @@ class Store:
             ) from exc
 
     @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[UnitOfWork]:
+        """One-statement work without BEGIN/COMMIT round trips (PostgreSQL).
+
+        Each statement commits on its own, so use it only for single atomic
+        statements. SQLite (in-process, no round trips) uses a normal transaction.
+        """
+        if self.engine.dialect.name != "postgresql":
+            async with self.begin() as uow:
+                yield uow
+            return
+        try:
+            async with self.engine.connect() as conn:
+                yield UnitOfWork(await conn.execution_options(isolation_level="AUTOCOMMIT"))
+        except _UNAVAILABLE as exc:
+            raise Unavailable(
+                "the database is unavailable; nothing was written, retry later",
+                headers={"Retry-After": "1"},
+            ) from exc
+
+    @asynccontextmanager
     async def rehearse(self) -> AsyncIterator[UnitOfWork]:
         """A transaction that is always rolled back: dry runs see exactly what a write would."""
         try:
