@@ -45,6 +45,18 @@ class EntityRepository:
         )
         return {row.external_id: EntityRecord(**row._mapping) for row in await self.conn.execute(query)}
 
+    async def key_states(
+        self, workspace_id: str, external_ids: list[str]
+    ) -> dict[str, tuple[str | None, bool]]:
+        """For each existing entity: (wrapped data key, deleted?). Narrow on purpose:
+        batch events need only these, not the attributes."""
+        if not external_ids:
+            return {}
+        query = sa.select(entities.c.external_id, entities.c.data_key, entities.c.deleted_at).where(
+            entities.c.workspace_id == workspace_id, entities.c.external_id.in_(external_ids)
+        )
+        return {row[0]: (row[1], row[2] is not None) for row in await self.conn.execute(query)}
+
     async def insert(self, workspace_id: str, record: EntityRecord) -> bool:
         """Insert a new entity; False when the externalId already exists (a race)."""
         statement = (
