@@ -14,7 +14,7 @@ async def open_services(config: Config, *, run_migrations: bool = False, null_po
     """Open the database and key ring. Migrations run first when asked to."""
     keys = config.key_ring()
     config.prepare_sqlite_dir()
-    engine = create_engine(config.database_url, null_pool=null_pool)
+    engine = create_engine(config.database_url, pool_size=config.pool_size, null_pool=null_pool)
     try:
         if run_migrations:
             await migrate(engine)

@@ -166,6 +166,7 @@ def serve(
         typer.echo("Created a first operator for this new database.")
         _print_keys(first, as_json=False)
     os.environ["ONEHAZEL_DATABASE_URL"] = config.database_url
+    os.environ["ONEHAZEL_LOG_LEVEL"] = log_level.upper()
     typer.echo(
         f"OneHazel listening on http://{host}:{port}/operator-data-api (docs: http://{host}:{port}/docs)"
     )

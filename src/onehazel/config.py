@@ -47,6 +47,11 @@ class Config:
         return load_key_ring(env=self.env, default_file=default_file)
 
     @property
+    def pool_size(self) -> int:
+        """PostgreSQL connections per process (ONEHAZEL_DB_POOL_SIZE, default 40)."""
+        return int(_positive(self.env, "ONEHAZEL_DB_POOL_SIZE", 40))
+
+    @property
     def inprocess_worker(self) -> bool:
         return self.env.get("ONEHAZEL_INPROCESS_WORKER", "1") != "0"
 

@@ -21,7 +21,7 @@ from onehazel.services.container import Services
 
 def app_from_env() -> FastAPI:
     config = Config.load()
-    configure_logging()
+    configure_logging(config.env.get("ONEHAZEL_LOG_LEVEL", "INFO").upper())
 
     async def services() -> Services:
         return await open_services(config)

@@ -1,4 +1,8 @@
-"""Dependencies named once as types: the services, the caller's workspace, path ids."""
+"""Dependencies named once as types: the services, the caller's workspace, path ids.
+
+All are ``async def``: FastAPI runs plain ``def`` dependencies in a thread pool,
+which cost three thread hops per request on the hot path.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +17,12 @@ from onehazel.domain.workspace import Workspace
 from onehazel.services.container import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 
@@ -35,7 +39,7 @@ async def current_workspace(request: Request, services: ServicesDep) -> Workspac
 WorkspaceDep = Annotated[Workspace, Depends(current_workspace)]
 
 
-def external_id_path(
+async def external_id_path(
     external_id: Annotated[
         str,
         Path(

@@ -14,7 +14,6 @@ dependency.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import secrets
@@ -73,7 +72,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[0] is not None:
             doc["error"] = record.exc_info[0].__name__
             doc["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(doc, ensure_ascii=False)
+        return orjson.dumps(doc, default=str).decode()
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -52,17 +52,17 @@ class AuthService:
     async def authenticate(self, authorization: str | None) -> Workspace:
         key = _bearer(authorization)
         digest = hash_key(key)
-        cached = self.core.settings_cache.get("key:" + digest)
-        if isinstance(cached, Workspace):
-            return cached
-        async with self.core.store.begin() as uow:
-            record = await uow.workspaces.find_key(digest)
-        if record is None or record.revoked_at is not None:
-            raise Unauthorized("the API key is unknown or revoked")
-        workspace = Workspace(
-            id=record.workspace_id, operator_id=record.operator_id, mode=record.mode, key_id=record.id
-        )
-        self.core.settings_cache.put("key:" + digest, workspace)
+
+        async def load() -> Workspace:
+            async with self.core.store.begin() as uow:
+                record = await uow.workspaces.find_key(digest)
+            if record is None or record.revoked_at is not None:
+                raise Unauthorized("the API key is unknown or revoked")
+            return Workspace(
+                id=record.workspace_id, operator_id=record.operator_id, mode=record.mode, key_id=record.id
+            )
+
+        workspace: Workspace = await self.core.settings_cache.get_or_load("key:" + digest, load)
         return workspace
 
     async def create_operator(self, name: str) -> CreatedOperator:

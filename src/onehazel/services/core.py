@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,12 +46,36 @@ class TtlCache:
         self.ttl = ttl
         self.max_entries = max_entries
         self._items: dict[str, tuple[float, Any]] = {}
+        self._pending: dict[str, asyncio.Future[Any]] = {}
 
     def get(self, key: str) -> Any | None:
         hit = self._items.get(key)
         if hit is None or hit[0] < time.monotonic():
             return None
         return hit[1]
+
+    async def get_or_load(self, key: str, load: Callable[[], Awaitable[Any]]) -> Any:
+        """The cached value, or ``load()``'s, loaded once however many callers miss together.
+
+        Without this every request in flight when an entry expires would query
+        the database at the same moment.
+        """
+        hit = self.get(key)
+        if hit is not None:
+            return hit
+        task = self._pending.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._load(key, load))
+            self._pending[key] = task
+        return await asyncio.shield(task)
+
+    async def _load(self, key: str, load: Callable[[], Awaitable[Any]]) -> Any:
+        try:
+            value = await load()
+            self.put(key, value)
+            return value
+        finally:
+            self._pending.pop(key, None)
 
     def put(self, key: str, value: Any) -> None:
         if len(self._items) >= self.max_entries:
@@ -77,12 +101,13 @@ class Core:
 
     async def settings_of(self, ws: Workspace) -> SettingsRecord:
         """The workspace's settings, cached for a couple of seconds per process."""
-        cached = self.settings_cache.get(ws.id)
-        if cached is None:
+
+        async def load() -> SettingsRecord:
             async with self.store.begin() as uow:
-                cached = await uow.workspaces.get_settings(ws.id)
-            self.settings_cache.put(ws.id, cached)
-        return cached
+                return await uow.workspaces.get_settings(ws.id)
+
+        settings: SettingsRecord = await self.settings_cache.get_or_load(ws.id, load)
+        return settings
 
     async def template_of(self, ws: Workspace) -> Template:
         """The workspace's template; 409 when data arrives before one was chosen."""

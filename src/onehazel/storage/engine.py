@@ -55,7 +55,7 @@ def _loads(value: Any) -> Any:
     return orjson.loads(value)
 
 
-def create_engine(url: str, *, pool_size: int = 20, null_pool: bool = False) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 40, null_pool: bool = False) -> AsyncEngine:
     target = async_url(url)
     kwargs: dict[str, Any] = {"json_serializer": _dumps, "json_deserializer": _loads}
     if null_pool:
@@ -67,7 +67,9 @@ def create_engine(url: str, *, pool_size: int = 20, null_pool: bool = False) -> 
         _configure_sqlite(engine)
         return engine
     if not null_pool:
-        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
+        # Sized for the concurrency one API process sees: connections beyond the
+        # pool are closed when returned, and re-opening them costs a backend fork.
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size // 4, pool_pre_ping=False)
     return create_async_engine(target, **kwargs)
 
 
