@@ -11,6 +11,7 @@ from onehazel.domain.values import format_timestamp
 from onehazel.domain.workspace import Workspace
 from onehazel.services.core import Core
 from onehazel.services.entities import live_entity
+from onehazel.services.group_commit import EventGroupCommit
 from onehazel.services.ids import new_id
 from onehazel.storage.records import EntityRecord, EventRecord
 from onehazel.storage.unit_of_work import UnitOfWork
@@ -34,20 +35,21 @@ def _pii_path(event_id: str) -> str:
 class EventService:
     def __init__(self, core: Core) -> None:
         self.core = core
+        self.group_commit = EventGroupCommit(core.store)
 
     async def record(self, ws: Workspace, body: Any) -> tuple[dict[str, Any], bool]:
         """Append one event; returns (event, created). A replay returns the stored event.
 
-        The common case (no PII, live entity, new eventId) is one autocommit
-        statement that inserts only if the entity is live. Anything else (PII to
-        seal, 404/410, a replay or conflict) takes the full transactional path.
+        The common case (no PII, live entity, new eventId) is an insert-if-live
+        statement, shared with the writes arriving at the same time (group
+        commit). Anything else (PII to seal, 404/410, a replay or conflict) takes
+        the full transactional path.
         """
         write = validate_event(await self.core.template_of(ws), body)
         if not write.pii:
             record = self._record(ws, write, pii=None)
-            async with self.core.store.autocommit() as uow:
-                if await uow.events.insert_if_live(ws.id, record):
-                    return self._wire(record, {}, write), True
+            if await self.group_commit.insert_if_live(ws.id, record):
+                return self._wire(record, {}, write), True
         async with self.core.store.begin() as uow:
             return await self.record_in(uow, ws, write)
 

@@ -69,6 +69,16 @@ FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text
 ON CONFLICT (workspace_id, event_id) DO NOTHING
 RETURNING event_id
 """
+_PG_INSERT_MANY_IF_LIVE = f"""
+INSERT INTO events (workspace_id, {", ".join(_NAMES)})
+SELECT u.workspace_id, u.event_id, u.external_id, u.type, u.data::jsonb, u.pii::jsonb, u.fingerprint,
+       u.timestamp, u.ts, u.received_at, u.seq
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+            $9::int8[], $10::int8[], $11::int8[]) AS u(workspace_id, {", ".join(_NAMES)})
+JOIN entities e ON e.workspace_id = u.workspace_id AND e.external_id = u.external_id AND e.deleted_at IS NULL
+ON CONFLICT (workspace_id, event_id) DO NOTHING
+RETURNING workspace_id, event_id
+"""
 _SQLITE_INSERT = (
     f"INSERT INTO events (workspace_id, {', '.join(_NAMES)}) VALUES ({', '.join('?' * (len(_NAMES) + 1))})"
 )
@@ -128,6 +138,20 @@ class EventRepository:
             .returning(events.c.event_id)
         )
         return (await self.conn.execute(statement)).first() is not None
+
+    async def insert_many_if_live(self, rows: list[tuple[str, EventRecord]]) -> set[tuple[str, str]]:
+        """``insert_if_live`` for many (workspace, event) pairs in one statement (group
+        commit of concurrent single writes). Returns the (workspace, eventId) pairs
+        inserted; the caller must not pass one (workspace, eventId) twice."""
+        if not rows:
+            return set()
+        if not is_postgres(self.conn):
+            return {(ws, r.event_id) for ws, r in rows if await self.insert_if_live(ws, r)}
+        driver = (await self.conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        columns = _columns([r for _, r in rows])
+        found = await driver.fetch(_PG_INSERT_MANY_IF_LIVE, [ws for ws, _ in rows], *columns)
+        return {(row[0], row[1]) for row in found}
 
     async def insert_many(self, workspace_id: str, records: list[EventRecord]) -> set[str]:
         """Append many events; returns the eventIds actually inserted.
