@@ -33,9 +33,7 @@ from onehazel.services.container import Services
 from onehazel.storage.engine import create_engine
 from onehazel.storage.migrate import migrate
 
-PG_SERVER_URL = os.environ.get(
-    "ONEHAZEL_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
+PG_SERVER_URL = os.environ.get("ONEHAZEL_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("CI", "").lower() == "true" or os.environ.get("ONEHAZEL_REQUIRE_POSTGRES") == "1"
 TEST_MASTER_KEY = "test1:" + base64.b64encode(bytes(range(32))).decode()
 BACKENDS = ["sqlite", "postgres"]
@@ -71,7 +69,7 @@ def postgres_url() -> Iterator[str]:
     name = f"onehazel_test_{uuid.uuid4().hex[:12]}"
     try:
         asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         reason = f"PostgreSQL not reachable at {PG_SERVER_URL} ({type(exc).__name__}: {exc})"
         if REQUIRE_PG:
             pytest.fail(f"{reason}; CI requires PostgreSQL", pytrace=False)
@@ -100,13 +98,13 @@ def database_url(backend: str, request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(fixture))
 
 
-def test_env(**extra: str) -> dict[str, str]:
+def keyed_env(**extra: str) -> dict[str, str]:
     return {"ONEHAZEL_MASTER_KEY": TEST_MASTER_KEY, **extra}
 
 
 @pytest.fixture
 async def services(database_url: str) -> AsyncIterator[Services]:
-    svc = await open_services(Config.load(database_url, env=test_env()))
+    svc = await open_services(Config.load(database_url, env=keyed_env()))
     yield svc
     await svc.close()
 

@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from tests.conftest import PG_SERVER_URL, _pg_admin, _with_database
-from tests.conftest import test_env as master_key_env
+from tests.conftest import keyed_env as master_key_env
 
 BASE = "/operator-data-api"
 START_TIMEOUT = 60.0

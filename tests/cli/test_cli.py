@@ -27,7 +27,7 @@ from onehazel.cli import app
 from onehazel.storage.engine import create_engine
 from onehazel.storage.migrate import head_revision
 from tests.conftest import PG_SERVER_URL, _pg_admin, _with_database
-from tests.conftest import test_env as master_key_env
+from tests.conftest import keyed_env as master_key_env
 
 LIVE_KEY = re.compile(r"^oh_live_[A-Za-z0-9_-]{43}$")
 TEST_KEY = re.compile(r"^oh_test_[A-Za-z0-9_-]{43}$")
