@@ -56,10 +56,12 @@ class Config:
         return self.env.get("ONEHAZEL_INPROCESS_WORKER", "1") != "0"
 
     def worker_options(self) -> dict[str, float]:
-        """Batch worker settings: job retention (default 7 days) and lease (15 s)."""
+        """Batch worker settings: job retention (default 7 days), lease (15 s) and
+        events per transaction (5000: a whole batch)."""
         return {
             "retention_days": _positive(self.env, "ONEHAZEL_JOB_RETENTION_DAYS", 7.0),
             "lease_seconds": _positive(self.env, "ONEHAZEL_JOB_LEASE_SECONDS", 15.0),
+            "events_chunk": _positive(self.env, "ONEHAZEL_BATCH_EVENTS_CHUNK", 5000),
         }
 
     def prepare_sqlite_dir(self) -> None:

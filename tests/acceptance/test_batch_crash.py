@@ -33,7 +33,9 @@ from tests.acceptance.processes import (
 
 pytestmark = pytest.mark.slow
 
-LEASE = {"ONEHAZEL_JOB_LEASE_SECONDS": "2"}
+# Short leases so a killed server's job is resumed fast; 1000-event chunks (the default is a whole
+# 5000-event batch per transaction) so a job can be caught and killed part-way.
+LEASE = {"ONEHAZEL_JOB_LEASE_SECONDS": "2", "ONEHAZEL_BATCH_EVENTS_CHUNK": "1000"}
 PLAYERS = 40
 BATCH = 5000
 # Items that name an entity that does not exist: each must fail exactly once,

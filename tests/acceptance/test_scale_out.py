@@ -181,7 +181,12 @@ def check_workspace(space: Workspace, url: str, launcher: Launcher) -> None:
 def test_two_apis_two_workers_apply_each_workspace_once_and_in_order(
     launcher: Launcher, cluster_url: str
 ) -> None:
-    env = postgres_env(cluster_url, ONEHAZEL_JOB_LEASE_SECONDS="2", ONEHAZEL_INPROCESS_WORKER="0")
+    env = postgres_env(
+        cluster_url,
+        ONEHAZEL_JOB_LEASE_SECONDS="2",
+        ONEHAZEL_INPROCESS_WORKER="0",
+        ONEHAZEL_BATCH_EVENTS_CHUNK="1000",  # so a worker can be caught part-way through a job
+    )
     apis = [launcher.serve("api-a", env=env), launcher.serve("api-b", env=env)]
     spaces = open_workspaces(launcher, cluster_url, env, apis)
 

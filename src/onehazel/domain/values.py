@@ -24,6 +24,9 @@ _TIMESTAMP = re.compile(
 )
 _DECIMAL_STRING = re.compile(r"^[+-]?(\d+)(\.(\d+))?$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_BAD_ID_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+_BAD_STRING_CHAR = re.compile("[\x00\ud800-\udfff]")
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class ValueProblem(ValueError):
@@ -45,6 +48,13 @@ def parse_timestamp(raw: object) -> int:
             "invalid_timestamp",
             "expected an RFC 3339 timestamp with an offset, e.g. 2026-11-27T10:00:00Z",
         )
+    offset = m.group(8)
+    plain_offset = offset == "Z" or (offset[1:3] <= "23" and offset[4:6] <= "59")
+    if raw[10] == "T" and plain_offset and m.group(6) != "60" and len(m.group(7) or "") <= 7:
+        try:  # the C parser covers the common shapes; the rules above already held
+            return (datetime.fromisoformat(raw) - _EPOCH) // _MICROSECOND
+        except (ValueError, OverflowError):
+            pass  # fall through for the precise error
     year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
     frac, offset = m.group(7), m.group(8)
     micros = int((frac[1:] + "000000")[:6]) if frac else 0
@@ -103,7 +113,7 @@ def parse_decimal(raw: object) -> str:
     else:
         raise ValueProblem("invalid_field_type", "expected a number or decimal string")
     text = text.lstrip("+")
-    digits = sum(ch.isdigit() for ch in text)
+    digits = len(text) - ("." in text) - (text[:1] == "-")  # only digits, one sign, one dot remain
     if digits > MAX_DECIMAL_DIGITS:
         raise ValueProblem("invalid_field_type", f"decimal has more than {MAX_DECIMAL_DIGITS} digits")
     try:
@@ -129,13 +139,12 @@ def check_identifier(raw: object, *, what: str) -> str:
         raise ValueProblem("invalid_identifier", f"{what} must not be empty")
     if len(raw) > MAX_ID_LENGTH:
         raise ValueProblem("invalid_identifier", f"{what} is longer than {MAX_ID_LENGTH} characters")
-    for ch in raw:
-        o = ord(ch)
-        if o < 0x20 or 0x7F <= o < 0xA0 or 0xD800 <= o < 0xE000 or o in (0xFFFE, 0xFFFF):
-            raise ValueProblem(
-                "invalid_identifier",
-                f"{what} contains a control, surrogate or non-character (U+{o:04X})",
-            )
+    bad = _BAD_ID_CHAR.search(raw)
+    if bad is not None:
+        raise ValueProblem(
+            "invalid_identifier",
+            f"{what} contains a control, surrogate or non-character (U+{ord(bad.group()):04X})",
+        )
     return raw
 
 
@@ -149,20 +158,19 @@ def json_problem(value: Any, *, max_depth: int = MAX_DEPTH) -> str | None:
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
-        if isinstance(node, str):
-            problem = _string_problem(node)
-            if problem:
-                return problem
-        elif isinstance(node, int) and not -(2**63) <= node < 2**63:
+        kind = type(node)
+        if kind is str:
+            if _BAD_STRING_CHAR.search(node) is not None:
+                return _string_problem(node)
+        elif kind is int and not -(2**63) <= node < 2**63:
             return "integers must fit in 64 bits (send larger numbers as decimal strings)"
         elif isinstance(node, dict | list):
             if depth > max_depth:
                 return f"JSON is nested deeper than {max_depth} levels"
             if isinstance(node, dict):
                 for key, child in node.items():
-                    problem = _string_problem(key)
-                    if problem:
-                        return problem
+                    if _BAD_STRING_CHAR.search(key) is not None:
+                        return _string_problem(key)
                     stack.append((child, depth + 1))
             else:
                 stack.extend((child, depth + 1) for child in node)
@@ -170,10 +178,9 @@ def json_problem(value: Any, *, max_depth: int = MAX_DEPTH) -> str | None:
 
 
 def _string_problem(text: str) -> str | None:
-    if "\x00" in text:
+    bad = _BAD_STRING_CHAR.search(text)
+    if bad is None:
+        return None
+    if bad.group() == "\x00":
         return "strings may not contain the NUL character (\\u0000)"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "strings may not contain unpaired UTF-16 surrogates"
-    return None
+    return "strings may not contain unpaired UTF-16 surrogates"

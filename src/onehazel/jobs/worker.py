@@ -77,12 +77,17 @@ class Worker:
         lease_seconds: float = 15.0,
         idle_seconds: float = 0.5,
         retention_days: float = 7.0,
+        events_chunk: float | None = None,
     ) -> None:
         self.services = services
         self.core = services.core
         self.lease = int(lease_seconds * 1_000_000)
         self.idle_seconds = idle_seconds
         self.retention = int(retention_days * DAY_MICROS)
+        # Events per transaction: larger is faster, smaller redoes less after a crash.
+        self.chunk_sizes = dict(CHUNK_SIZE)
+        if events_chunk is not None:
+            self.chunk_sizes["events"] = max(1, int(events_chunk))
         self.owner = f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -131,7 +136,7 @@ class Worker:
         items = await self._items(job)
         if items is None:
             return
-        size = CHUNK_SIZE[job.kind]
+        size = self.chunk_sizes[job.kind]
         while True:
             if stop.is_set():
                 async with self.core.store.begin() as uow:

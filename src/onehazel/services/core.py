@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable
@@ -134,8 +133,8 @@ class Core:
         """Keyed hash of a write, as ``<master key id>.<hex>``: no PII can be guessed from it."""
         kid = key_id or self.keys.current.id
         key = self.keys.workspace_key(kid, "fingerprint\x1f" + ws.id)
-        digest = hmac.new(key, orjson.dumps(source, option=orjson.OPT_SORT_KEYS), hashlib.sha256)
-        return f"{kid}.{digest.hexdigest()}"
+        digest = hmac.digest(key, orjson.dumps(source, option=orjson.OPT_SORT_KEYS), "sha256")
+        return f"{kid}.{digest.hex()}"
 
     def same_fingerprint(
         self, ws: Workspace, source: dict[str, Any], stored: str, *, computed: str | None = None
