@@ -33,14 +33,14 @@ from tests.acceptance.processes import (
 
 pytestmark = pytest.mark.slow
 
-# Short leases so a killed server's job is resumed fast; 1000-event chunks (the default is a whole
+# Short leases so a killed server's job is resumed fast; 200-event chunks (the default is a whole
 # 5000-event batch per transaction) so a job can be caught and killed part-way.
-LEASE = {"ONEHAZEL_JOB_LEASE_SECONDS": "2", "ONEHAZEL_BATCH_EVENTS_CHUNK": "1000"}
+LEASE = {"ONEHAZEL_JOB_LEASE_SECONDS": "2", "ONEHAZEL_BATCH_EVENTS_CHUNK": "200"}
 PLAYERS = 40
 BATCH = 5000
 # Items that name an entity that does not exist: each must fail exactly once,
-# including one on each side of a chunk boundary (chunks are 1000 events).
-GHOST_INDEXES = (0, 999, 1000, 4999)
+# including ones on each side of a chunk boundary (chunks are 200 events here).
+GHOST_INDEXES = (0, 199, 200, 999, 1000, 4999)
 
 
 @dataclass

@@ -185,7 +185,7 @@ def test_two_apis_two_workers_apply_each_workspace_once_and_in_order(
         cluster_url,
         ONEHAZEL_JOB_LEASE_SECONDS="2",
         ONEHAZEL_INPROCESS_WORKER="0",
-        ONEHAZEL_BATCH_EVENTS_CHUNK="1000",  # so a worker can be caught part-way through a job
+        ONEHAZEL_BATCH_EVENTS_CHUNK="200",  # so a worker can be caught part-way through a job
     )
     apis = [launcher.serve("api-a", env=env), launcher.serve("api-b", env=env)]
     spaces = open_workspaces(launcher, cluster_url, env, apis)
