@@ -20,7 +20,7 @@ from onehazel.domain.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from onehazel.domain.json_text import parse_json
+from onehazel.domain.json_text import parse_envelope, parse_json
 from onehazel.domain.values import json_problem
 
 SINGLE_LIMIT = 1024 * 1024
@@ -85,11 +85,13 @@ async def read_json_raw(request: Request, *, limit: int, check_values: bool = Tr
     """Like ``read_json``, also returning the (inflated) bytes, e.g. to store a batch.
 
     Batches pass ``check_values=False``: their items are checked one by one when
-    applied, so one bad string fails that item, not the whole batch.
+    applied, so one bad string fails that item, not the whole batch; and only
+    the envelope is read here (fast parse), since the stored bytes are what the
+    worker parses exactly.
     """
     _check_media_type(request)
     raw = await read_body(request, limit=limit)
-    document = parse_json(raw)
+    document = parse_json(raw) if check_values else parse_envelope(raw)
     problem = json_problem(document) if check_values else None
     if problem is not None:
         raise ValidationFailed.of([Detail("", "invalid_json_value", problem)])

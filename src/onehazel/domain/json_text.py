@@ -11,6 +11,8 @@ import json
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from onehazel.domain.errors import InvalidJson
 
 
@@ -24,6 +26,20 @@ def _parse_int(text: str) -> int | Decimal:
         return int(text)
     value = Decimal(text)  # 19-20 digit literals may still fit in 64 bits: keep those ints
     return int(value) if -(2**63) <= value < 2**63 else value
+
+
+def parse_envelope(raw: bytes) -> Any:
+    """A fast parse for when only the document's shape matters (a batch's item count).
+
+    orjson is several times faster than the Decimal-exact parser; anything it
+    refuses (huge integers, lone surrogates, invalid JSON) goes through
+    ``parse_json``, which accepts it or gives the precise error. Values from here
+    must not be stored: floats are not exact.
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return parse_json(raw)
 
 
 def parse_json(raw: bytes) -> Any:

@@ -23,8 +23,10 @@ from onehazel.domain.templates import FieldSpec, Template
 from onehazel.domain.values import (
     ValueProblem,
     check_identifier,
+    check_storable,
     parse_decimal,
     parse_timestamp,
+    safe_text,
 )
 
 
@@ -84,6 +86,7 @@ class _Problems:
         self.details: list[Detail] = []
 
     def add(self, path: str, code: str, message: str) -> None:
+        path = safe_text(path)  # paths echo client keys; outcomes are stored as JSON
         self.details.append(Detail(path=path, code=code, message=f"{path}: {message}"))
 
     def raise_if_any(self) -> None:
@@ -166,6 +169,8 @@ def _fields(
     for name, value in values.items():
         spec = specs.get(name)
         try:
+            check_storable(name)
+            check_storable(value)
             normalised = check_value(spec, value) if spec else plain_json(value)
         except ValueProblem as exc:
             problems.add(f"{path}.{name}", exc.code, exc.message)
@@ -297,6 +302,7 @@ def validate_state(template: Template, body: Any) -> StateWrite:
         problems.add("value", "missing_field", "is required")
     else:
         try:
+            check_storable(body["value"])
             value = check_value(state_key.value, body["value"])
         except ValueProblem as exc:
             problems.add("value", exc.code, exc.message)

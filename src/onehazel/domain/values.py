@@ -27,6 +27,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BAD_ID_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 _BAD_STRING_CHAR = re.compile("[\x00\ud800-\udfff]")
 _MICROSECOND = timedelta(microseconds=1)
+# Instants representable in UTC (years 1-9999): "0001-01-01T00:00:00+23:59" is not.
+_MIN_MICROS = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // _MICROSECOND
+_MAX_MICROS = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) - _EPOCH) // _MICROSECOND
 
 
 class ValueProblem(ValueError):
@@ -52,9 +55,11 @@ def parse_timestamp(raw: object) -> int:
     plain_offset = offset == "Z" or (offset[1:3] <= "23" and offset[4:6] <= "59")
     if raw[10] == "T" and plain_offset and m.group(6) != "60" and len(m.group(7) or "") <= 7:
         try:  # the C parser covers the common shapes; the rules above already held
-            return (datetime.fromisoformat(raw) - _EPOCH) // _MICROSECOND
+            micros = (datetime.fromisoformat(raw) - _EPOCH) // _MICROSECOND
         except (ValueError, OverflowError):
-            pass  # fall through for the precise error
+            micros = None  # fall through for the precise error
+        if micros is not None and _MIN_MICROS <= micros <= _MAX_MICROS:
+            return micros
     year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
     frac, offset = m.group(7), m.group(8)
     micros = int((frac[1:] + "000000")[:6]) if frac else 0
@@ -175,6 +180,25 @@ def json_problem(value: Any, *, max_depth: int = MAX_DEPTH) -> str | None:
             else:
                 stack.extend((child, depth + 1) for child in node)
     return None
+
+
+def check_storable(value: Any) -> None:
+    """Raise ValueProblem for a value ``json_problem`` would refuse (NUL, lone
+    surrogates, too deep), checking only what a scalar needs: validation calls this
+    per field, so items are never walked twice."""
+    kind = type(value)
+    if kind is str:
+        if _BAD_STRING_CHAR.search(value) is not None:
+            raise ValueProblem("invalid_json_value", _string_problem(value) or "unstorable string")
+    elif kind is dict or kind is list:
+        problem = json_problem(value, max_depth=MAX_DEPTH - 2)
+        if problem is not None:
+            raise ValueProblem("invalid_json_value", problem)
+
+
+def safe_text(text: str) -> str:
+    """``text`` with NUL and lone surrogates replaced, for echoing it in messages and paths."""
+    return _BAD_STRING_CHAR.sub("\ufffd", text)
 
 
 def _string_problem(text: str) -> str | None:

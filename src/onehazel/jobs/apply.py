@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from onehazel.domain.errors import ApiError, Detail, PiiUnreadable, ValidationFailed
 from onehazel.domain.templates import Template
 from onehazel.domain.validation import EventWrite, validate_entity, validate_event, validate_state
-from onehazel.domain.values import json_problem
+from onehazel.domain.values import safe_text
 from onehazel.domain.workspace import Workspace
 from onehazel.services.ids import new_id
 from onehazel.storage.records import EventRecord
@@ -49,16 +49,9 @@ def failure(index: int, item: Any, error: ApiError) -> dict[str, Any]:
     return outcome
 
 
-def check_item(item: Any) -> None:
-    """The storability checks a single write gets on its whole body (depth, NUL, surrogates)."""
-    problem = json_problem(item)
-    if problem is not None:
-        raise ValidationFailed.of([Detail("", "invalid_json_value", problem)])
-
-
 def _external_id(item: Any) -> str | None:
     value = item.get("externalId") if isinstance(item, dict) else None
-    return value if isinstance(value, str) and len(value) <= 256 else None
+    return safe_text(value) if isinstance(value, str) and len(value) <= 256 else None
 
 
 def success(
@@ -87,7 +80,6 @@ async def apply_chunk(
     for offset, item in enumerate(items):
         index = start + offset
         try:
-            check_item(item)
             if kind == "entities":
                 entity, created = await services.entities.upsert_in(uow, ws, validate_entity(template, item))
                 outcomes.append(success(index, entity["externalId"], created=created))
@@ -109,7 +101,6 @@ async def _apply_events(
     writes: list[tuple[int, EventWrite]] = []
     for offset, item in enumerate(items):
         try:
-            check_item(item)
             writes.append((offset, validate_event(template, item)))
         except ValidationFailed as error:
             outcomes[offset] = failure(start + offset, item, error)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable
@@ -133,8 +134,10 @@ class Core:
         """Keyed hash of a write, as ``<master key id>.<hex>``: no PII can be guessed from it."""
         kid = key_id or self.keys.current.id
         key = self.keys.workspace_key(kid, "fingerprint\x1f" + ws.id)
-        digest = hmac.digest(key, orjson.dumps(source, option=orjson.OPT_SORT_KEYS), "sha256")
-        return f"{kid}.{digest.hex()}"
+        # Keyed BLAKE2b is a MAC in its own right, and several times cheaper than
+        # HMAC-SHA256 for these small messages (one per ingested event).
+        message = orjson.dumps(source, option=orjson.OPT_SORT_KEYS)
+        return f"{kid}.{hashlib.blake2b(message, key=key, digest_size=32).hexdigest()}"
 
     def same_fingerprint(
         self, ws: Workspace, source: dict[str, Any], stored: str, *, computed: str | None = None

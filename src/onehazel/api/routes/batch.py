@@ -21,6 +21,7 @@ from onehazel.api.schemas import (
     StateBatchIn,
 )
 from onehazel.domain.errors import Detail, ValidationFailed
+from onehazel.domain.json_text import parse_json
 from onehazel.domain.values import ValueProblem, check_identifier
 from onehazel.services.batch import batch_items
 
@@ -46,8 +47,9 @@ async def _submit(
 ) -> Json:
     raw, document = await read_json_raw(request, limit=BATCH_LIMIT, check_values=False)
     items = batch_items(kind, document)
-    if dry_run:
-        return Json(await services.batch.dry_run(ws, kind=kind, items=items))
+    if dry_run:  # the envelope parse is not exact (floats): re-read the items exactly
+        exact = batch_items(kind, parse_json(raw))
+        return Json(await services.batch.dry_run(ws, kind=kind, items=exact))
     if key is not None:
         try:
             check_identifier(key, what="Idempotency-Key")
