@@ -24,6 +24,7 @@ from onehazel.services.auth import CreatedOperator
 from onehazel.services.container import Services
 from onehazel.storage.tables import entities, events, job_chunks, jobs, states
 from tests.conftest import Api
+from tests.helpers import error_of
 
 T0 = "2026-11-27T10:00:00Z"
 T1 = "2026-11-27T11:00:00Z"
@@ -61,14 +62,6 @@ async def drain(services: Services) -> None:
 async def _drain_after(services: Services) -> AsyncIterator[None]:
     yield
     await drain(services)
-
-
-def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}
-    assert body["error"]["code"] == code, body
-    return dict(body["error"])
 
 
 async def submit(api: Api, kind: str, items: list[Any], **kwargs: Any) -> str:

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import Api
+from tests.helpers import detail_codes, error_of
 
 PLAYER_PII = {
     "email": "alice@example.com",
@@ -19,19 +20,6 @@ PLAYER_PII = {
     "phone": "+44 20 7946 0958",
     "address": {"line1": "1 Rabbit Hole", "city": "Oxford"},
 }
-
-
-def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}
-    assert body["error"]["code"] == code, body
-    assert body["error"]["requestId"] == response.headers["x-request-id"]
-    return dict(body["error"])
-
-
-def detail_codes(response: httpx.Response) -> list[tuple[str, str]]:
-    return [(d["path"], d["code"]) for d in response.json()["error"].get("details", [])]
 
 
 def path_of(external_id: str) -> str:

@@ -12,34 +12,9 @@ import pytest
 from onehazel.services.auth import CreatedOperator
 from onehazel.services.container import Services
 from tests.conftest import Api
+from tests.helpers import assert_error_shape, error_of
 
 MIB = 1024 * 1024
-
-
-def assert_error_shape(response: httpx.Response) -> dict[str, Any]:
-    body = response.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert {"code", "message", "requestId"} <= set(error) <= {"code", "message", "requestId", "details"}
-    assert isinstance(error["code"], str)
-    assert isinstance(error["message"], str)
-    assert error["message"]
-    assert error["requestId"] == response.headers["x-request-id"]
-    if "details" in error:
-        assert isinstance(error["details"], list)
-        assert error["details"]
-        for detail in error["details"]:
-            assert set(detail) == {"path", "code", "message"}
-            assert all(isinstance(v, str) for v in detail.values())
-    assert response.headers["content-type"].startswith("application/json")
-    return dict(error)
-
-
-def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text[:500]
-    error = assert_error_shape(response)
-    assert error["code"] == code, error
-    return error
 
 
 async def nothing_stored(api: Api) -> None:

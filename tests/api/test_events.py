@@ -10,21 +10,9 @@ import pytest
 
 from onehazel.services.container import Services
 from tests.conftest import Api
+from tests.helpers import detail_codes, error_of
 
 DEPOSIT = {"type": "deposit", "amount": "25.00", "currency": "EUR"}
-
-
-def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}
-    assert body["error"]["code"] == code, body
-    assert body["error"]["requestId"] == response.headers["x-request-id"]
-    return dict(body["error"])
-
-
-def detail_codes(response: httpx.Response) -> list[tuple[str, str]]:
-    return [(d["path"], d["code"]) for d in response.json()["error"].get("details", [])]
 
 
 async def player(api: Api, external_id: str = "p-1") -> None:

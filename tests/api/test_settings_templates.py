@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import pytest
 
 from onehazel.services.auth import CreatedOperator
 from tests.conftest import Api
+from tests.helpers import detail_codes, error_of
 
 FIELD_TYPES = {"string", "number", "decimal", "integer", "boolean", "timestamp", "object", "array", "any"}
 REQUIRED = {
@@ -26,19 +26,6 @@ DEFAULTS = {
     "retention": {"eventsDays": None, "deletedEntitiesDays": 30},
     "updatedAt": None,
 }
-
-
-def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}
-    assert body["error"]["code"] == code, body
-    assert body["error"]["requestId"] == response.headers["x-request-id"]
-    return dict(body["error"])
-
-
-def detail_codes(response: httpx.Response) -> list[tuple[str, str]]:
-    return [(d["path"], d["code"]) for d in response.json()["error"].get("details", [])]
 
 
 async def igaming(api: Api) -> dict[str, Any]:

@@ -8,23 +8,11 @@ import httpx
 import pytest
 
 from tests.conftest import Api
+from tests.helpers import detail_codes, error_of
 
 T0 = "2026-11-27T10:00:00Z"
 T1 = "2026-11-27T11:00:00Z"
 T2 = "2026-11-27T12:00:00Z"
-
-
-def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}
-    assert body["error"]["code"] == code, body
-    assert body["error"]["requestId"] == response.headers["x-request-id"]
-    return dict(body["error"])
-
-
-def detail_codes(response: httpx.Response) -> list[tuple[str, str]]:
-    return [(d["path"], d["code"]) for d in response.json()["error"].get("details", [])]
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request
+from pydantic import BaseModel
 
 from onehazel.api.body import BATCH_LIMIT, read_json_raw
 from onehazel.api.deps import DryRun, ServicesDep, WorkspaceDep
@@ -23,7 +24,7 @@ from onehazel.api.schemas import (
 from onehazel.domain.errors import Detail, ValidationFailed
 from onehazel.domain.json_text import parse_json
 from onehazel.domain.values import ValueProblem, check_identifier
-from onehazel.services.batch import batch_items
+from onehazel.services.batch import MAX_ITEMS, batch_items
 
 router = APIRouter(tags=["batch"])
 
@@ -59,58 +60,32 @@ async def _submit(
     return Json({"jobId": job["jobId"], "status": job["status"], "total": job["total"]}, status_code=202)
 
 
-@router.post(
-    "/batch/entities",
-    response_model=None,
-    status_code=202,
-    responses=_SUBMIT_RESPONSES,
-    openapi_extra=json_body(EntityBatchIn, description="Up to 1000 entities"),
-)
-async def submit_entities(
-    request: Request,
-    services: ServicesDep,
-    ws: WorkspaceDep,
-    dry_run: DryRun = False,
-    key: IdempotencyKey = None,
-) -> Json:
-    """Queue up to 1000 entity upserts as one job."""
-    return await _submit(request, services, ws, "entities", dry_run, key)
+def _add_submit_route(kind: str, body: type[BaseModel], what: str) -> None:
+    """One POST /batch/{kind} route; the three differ only in kind, body schema and wording."""
+
+    async def submit(
+        request: Request,
+        services: ServicesDep,
+        ws: WorkspaceDep,
+        dry_run: DryRun = False,
+        key: IdempotencyKey = None,
+    ) -> Json:
+        return await _submit(request, services, ws, kind, dry_run, key)
+
+    submit.__name__ = f"submit_{kind}"
+    submit.__doc__ = f"Queue up to {MAX_ITEMS[kind]} {what} as one job."
+    router.post(
+        f"/batch/{kind}",
+        response_model=None,
+        status_code=202,
+        responses=_SUBMIT_RESPONSES,
+        openapi_extra=json_body(body, description=f"Up to {MAX_ITEMS[kind]} {what}"),
+    )(submit)
 
 
-@router.post(
-    "/batch/events",
-    response_model=None,
-    status_code=202,
-    responses=_SUBMIT_RESPONSES,
-    openapi_extra=json_body(EventBatchIn, description="Up to 5000 events"),
-)
-async def submit_events(
-    request: Request,
-    services: ServicesDep,
-    ws: WorkspaceDep,
-    dry_run: DryRun = False,
-    key: IdempotencyKey = None,
-) -> Json:
-    """Queue up to 5000 events as one job."""
-    return await _submit(request, services, ws, "events", dry_run, key)
-
-
-@router.post(
-    "/batch/states",
-    response_model=None,
-    status_code=202,
-    responses=_SUBMIT_RESPONSES,
-    openapi_extra=json_body(StateBatchIn, description="Up to 1000 state writes"),
-)
-async def submit_states(
-    request: Request,
-    services: ServicesDep,
-    ws: WorkspaceDep,
-    dry_run: DryRun = False,
-    key: IdempotencyKey = None,
-) -> Json:
-    """Queue up to 1000 state writes as one job."""
-    return await _submit(request, services, ws, "states", dry_run, key)
+_add_submit_route("entities", EntityBatchIn, "entity upserts")
+_add_submit_route("events", EventBatchIn, "events")
+_add_submit_route("states", StateBatchIn, "state writes")
 
 
 JobIdPath = Annotated[
