@@ -324,7 +324,7 @@ PROFILE_GROUPS = (
     ("validate_event", "validate_event ("),
     ("check_item / json_problem", "json_problem ("),
     ("parse_json (json.loads, Decimal)", "parse_json ("),
-    ("fingerprint (HMAC over orjson)", "Core.fingerprint ("),
+    ("fingerprint (keyed BLAKE2b over orjson)", "Fingerprinter.of ("),
     ("open_blob / seal_blob", "_blob ("),
     ("job bookkeeping: advance", "advance ("),
     ("asyncpg", "(asyncpg/"),

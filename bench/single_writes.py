@@ -8,7 +8,8 @@ Run by hand (from the repository root)::
 What it does, in one run:
 
 1. creates a fresh database ``onehazel_bench_<random>`` on the given PostgreSQL server, runs
-   ``onehazel migrate`` and ``onehazel operators create bench --json`` against it, and starts
+   ``onehazel migrate``, ``onehazel operators create bench --json`` and ``onehazel operators
+   limits`` (rates far above the target: the limiter runs, it never refuses) against it, and starts
    the real ``python -m onehazel serve`` (fresh base64 master key in ``ONEHAZEL_MASTER_KEY``);
    chooses ``tpl_igaming`` with ``PUT /settings`` and upserts ``--players`` players;
 2. after a warm-up, drives ``POST /operator-data-api/entities/{id}/events`` with
@@ -554,6 +555,10 @@ async def bench(args: argparse.Namespace) -> int:
             operator = json.loads(
                 onehazel_cli(["operators", "create", "bench", "--json", "--database-url", database_url], env)
             )
+            # Throughput is measured here, not the rate limiter's refusals: lift the operator's
+            # limits far above the target (the limiter still runs on every request).
+            limits = ["--writes", "1000000", "--reads", "1000000", "--database-url", database_url]
+            onehazel_cli(["operators", "limits", operator["operatorId"], *limits], env)
             print(f"database {name}; load generator: {generator.name}", flush=True)
             port = free_port()
             serve = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 from onehazel.config import Config
 from onehazel.services.container import Services
 from onehazel.services.core import Core
+from onehazel.storage.buckets import BucketStore, MemoryBuckets, RedisBuckets, SqlBuckets
 from onehazel.storage.engine import create_engine
 from onehazel.storage.migrate import migrate
 from onehazel.storage.unit_of_work import Store
@@ -21,4 +22,15 @@ async def open_services(config: Config, *, run_migrations: bool = False, null_po
     except BaseException:
         await engine.dispose()
         raise
-    return Services.over(Core(store=Store(engine), keys=keys))
+    store = Store(engine)
+    return Services.over(Core(store=store, keys=keys, buckets=buckets_for(config, store)))
+
+
+def buckets_for(config: Config, store: Store) -> BucketStore:
+    """Where rate-limit buckets live: Redis when configured, else the database on
+    PostgreSQL (shared by every API process), else this process (SQLite)."""
+    if config.redis_url:
+        return RedisBuckets(config.redis_url)
+    if not config.is_sqlite:
+        return SqlBuckets(store)
+    return MemoryBuckets()

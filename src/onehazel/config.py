@@ -52,6 +52,12 @@ class Config:
         return int(_positive(self.env, "ONEHAZEL_DB_POOL_SIZE", 40))
 
     @property
+    def redis_url(self) -> str | None:
+        """ONEHAZEL_REDIS_URL: where the API processes share rate-limit buckets (default: the
+        database on PostgreSQL, this process alone on SQLite)."""
+        return self.env.get("ONEHAZEL_REDIS_URL") or None
+
+    @property
     def inprocess_worker(self) -> bool:
         return self.env.get("ONEHAZEL_INPROCESS_WORKER", "1") != "0"
 
@@ -64,20 +70,43 @@ class Config:
             "events_chunk": _positive(self.env, "ONEHAZEL_BATCH_EVENTS_CHUNK", 5000),
         }
 
+    def retention_options(self) -> dict[str, float]:
+        """Retention sweep settings: how often ``serve`` sweeps (ONEHAZEL_RETENTION_INTERVAL_SECONDS,
+        default 3600; 0 turns the in-process sweep off), how long a purged externalId stays
+        refused (ONEHAZEL_SUPPRESSION_DAYS, default 365; 0 = until the next sweep) and rows per
+        transaction (ONEHAZEL_RETENTION_CHUNK, default 5000)."""
+        return {
+            "interval_seconds": _non_negative(self.env, "ONEHAZEL_RETENTION_INTERVAL_SECONDS", 3600.0),
+            "suppression_days": _non_negative(self.env, "ONEHAZEL_SUPPRESSION_DAYS", 365.0),
+            "chunk": int(_positive(self.env, "ONEHAZEL_RETENTION_CHUNK", 5000)),
+            "pause_seconds": _non_negative(self.env, "ONEHAZEL_RETENTION_PAUSE_SECONDS", 0.0),
+        }
+
     def prepare_sqlite_dir(self) -> None:
         path = self.sqlite_path
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
 
 
-def _positive(env: dict[str, str], name: str, default: float) -> float:
+def _number(env: dict[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = float(raw)
+        return float(raw)
     except ValueError:
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _positive(env: dict[str, str], name: str, default: float) -> float:
+    value = _number(env, name, default)
     if not 0 < value < 1e6:
         raise ValueError(f"{name} must be a positive number")
+    return value
+
+
+def _non_negative(env: dict[str, str], name: str, default: float) -> float:
+    value = _number(env, name, default)
+    if not 0 <= value < 1e6:
+        raise ValueError(f"{name} must be a number from 0 to 999999")
     return value

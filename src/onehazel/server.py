@@ -2,11 +2,13 @@
 
 Configuration comes from the environment (``onehazel serve`` exports its flags
 there before starting uvicorn), so every worker process builds the same app,
-each with an in-process batch worker unless ONEHAZEL_INPROCESS_WORKER=0.
+each with an in-process batch worker unless ONEHAZEL_INPROCESS_WORKER=0
+and a periodic retention sweep unless ONEHAZEL_RETENTION_INTERVAL_SECONDS=0.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import FastAPI
@@ -17,6 +19,7 @@ from onehazel.bootstrap import open_services
 from onehazel.config import Config
 from onehazel.jobs.worker import start_in_background
 from onehazel.services.container import Services
+from onehazel.services.retention import start_retention_in_background
 
 
 def app_from_env() -> FastAPI:
@@ -26,7 +29,20 @@ def app_from_env() -> FastAPI:
     async def services() -> Services:
         return await open_services(config)
 
-    def worker(services: Services) -> Any:
-        return start_in_background(services, config.worker_options())
+    retention = config.retention_options()
 
-    return create_app(services, start_worker=worker if config.inprocess_worker else None)
+    def background(services: Services) -> Any:
+        """The batch worker (unless ONEHAZEL_INPROCESS_WORKER=0) and the retention sweep
+        (unless ONEHAZEL_RETENTION_INTERVAL_SECONDS=0); returns one ``stop()`` for both."""
+        stops = []
+        if config.inprocess_worker:
+            stops.append(start_in_background(services, config.worker_options()))
+        if retention["interval_seconds"] > 0:
+            stops.append(start_retention_in_background(services, retention))
+
+        async def stop_all() -> None:
+            await asyncio.gather(*(stop() for stop in stops))
+
+        return stop_all
+
+    return create_app(services, start_worker=background)

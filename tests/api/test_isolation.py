@@ -288,6 +288,23 @@ async def deleting_the_owners_entity_is_a_404_and_changes_nothing(s: Scene) -> N
     ] == [s.external_id]
 
 
+@isolation("GET", "/entities/{externalId}/export")
+async def exporting_the_owners_entity_is_a_404(s: Scene) -> None:
+    assert_error(await s.intruder.get(f"{s.path}/export"), 404, "entity_not_found", s.hidden)
+    await intruder_creates_same_id(s)
+    theirs = await s.intruder.get(f"{s.path}/export")
+    assert theirs.status_code == 200, theirs.text
+    lines = [line for line in theirs.text.splitlines() if line]
+    assert len(lines) == 2  # their entity and the end line: no event or state of the owner
+    assert '"country":"DE"' in lines[0]
+    for value in [*s.hidden, s.event_id, "25.00"]:
+        assert value not in theirs.text
+    mine = await s.owner.get(f"{s.path}/export")
+    assert s.email in mine.text
+    assert s.event_id in mine.text
+    await assert_owner_untouched(s)
+
+
 # --- events -----------------------------------------------------------------------------------
 
 
@@ -473,6 +490,30 @@ async def listing_the_owners_job_items_is_a_404(s: Scene) -> None:
         assert_error(response, 404, "job_not_found", [s.external_id, *s.hidden])
     mine = await s.owner.get(f"/batch/jobs/{job_id}/items")
     assert [i["externalId"] for i in mine.json()["data"]] == [s.external_id]
+
+
+# --- audit ------------------------------------------------------------------------------------
+
+
+@isolation("GET", "/audit")
+async def the_audit_log_is_per_workspace(s: Scene) -> None:
+    assert (await s.owner.get(f"{s.path}/export")).status_code == 200  # audited: entity.export
+    owner_key = (await s.services.auth.authenticate(f"Bearer {s.owner.key}")).key_id
+    theirs = await s.intruder.get("/audit", params={"limit": 1000})
+    assert theirs.status_code == 200
+    for value in [s.external_id, owner_key, *s.hidden]:
+        assert value not in theirs.text
+    # a cursor from the owner's log pages only through the intruder's own records
+    mine = await s.owner.get("/audit", params={"limit": 1})
+    paged = await s.intruder.get("/audit", params={"cursor": mine.json()["nextCursor"], "limit": 1000})
+    assert paged.status_code == 200
+    assert s.external_id not in paged.text
+    assert {r["id"] for r in paged.json()["data"]} <= {r["id"] for r in theirs.json()["data"]}
+    # and what the intruder does is not in the owner's log
+    await intruder_creates_same_id(s)
+    assert (await s.intruder.delete(s.path)).status_code == 200
+    owner_log = (await s.owner.get("/audit", params={"limit": 1000})).json()["data"]
+    assert [r["action"] for r in owner_log if r["target"] == s.external_id] == ["entity.export"]
 
 
 # --- the tests --------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from onehazel.api.observability import JsonFormatter
 from onehazel.domain.workspace import Workspace
 from onehazel.services.container import Services
-from onehazel.storage.tables import entities, events
+from onehazel.storage.tables import entities, entity_keys, events
 from tests.conftest import REQUIRE_PG, Api
 
 
@@ -283,20 +283,25 @@ async def test_event_id_conflict_does_not_echo_pii(api: Api, canaries: Canaries)
 async def _copy_columns(
     services: Services, ws: Workspace, *, source: str, target: str, columns: tuple[str, ...]
 ) -> None:
+    """Copy columns of the source entity's row onto the target's (``data_key`` lives in entity_keys)."""
     async with services.core.store.begin() as uow:
-        row = (
-            await uow.conn.execute(
-                sa.select(*(entities.c[c] for c in columns)).where(
-                    entities.c.workspace_id == ws.id, entities.c.external_id == source
+        for table in (entities, entity_keys):
+            names = [c for c in columns if c in table.c and c not in ("workspace_id", "external_id")]
+            if not names:
+                continue
+            row = (
+                await uow.conn.execute(
+                    sa.select(*(table.c[c] for c in names)).where(
+                        table.c.workspace_id == ws.id, table.c.external_id == source
+                    )
                 )
+            ).one()
+            result = await uow.conn.execute(
+                sa.update(table)
+                .where(table.c.workspace_id == ws.id, table.c.external_id == target)
+                .values(**dict(row._mapping))
             )
-        ).one()
-        result = await uow.conn.execute(
-            sa.update(entities)
-            .where(entities.c.workspace_id == ws.id, entities.c.external_id == target)
-            .values(**dict(row._mapping))
-        )
-        assert result.rowcount == 1
+            assert result.rowcount == 1
 
 
 def assert_unreadable(response: Any, leaked: list[str]) -> None:
@@ -369,18 +374,20 @@ async def test_ciphertext_copied_across_workspaces_fails(api: Api, services: Ser
     other = await workspace_of(services, other_api)
 
     async with services.core.store.begin() as uow:
-        row = (
-            await uow.conn.execute(
-                sa.select(entities.c.pii, entities.c.data_key).where(
-                    entities.c.workspace_id == live.id, entities.c.external_id == external_id
+        for table, column in ((entities, "pii"), (entity_keys, "data_key")):
+            value = (
+                await uow.conn.execute(
+                    sa.select(table.c[column]).where(
+                        table.c.workspace_id == live.id, table.c.external_id == external_id
+                    )
                 )
+            ).scalar_one()
+            result = await uow.conn.execute(
+                sa.update(table)
+                .where(table.c.workspace_id == other.id, table.c.external_id == external_id)
+                .values({column: value})
             )
-        ).one()
-        await uow.conn.execute(
-            sa.update(entities)
-            .where(entities.c.workspace_id == other.id, entities.c.external_id == external_id)
-            .values(pii=row.pii, data_key=row.data_key)
-        )
+            assert result.rowcount == 1
 
     assert_unreadable(await other_api.get(f"/entities/{external_id}"), victim.pii)
     assert (await api.get(f"/entities/{external_id}")).json()["attributes"]["email"] == victim.email

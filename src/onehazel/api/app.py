@@ -13,8 +13,8 @@ from pydantic.json_schema import models_json_schema
 from onehazel import __version__
 from onehazel.api import errors
 from onehazel.api.observability import Metrics, Observability
-from onehazel.api.routes import batch, entities, events, meta, settings, states
-from onehazel.api.schemas import BODY_MODELS
+from onehazel.api.routes import audit, batch, entities, events, exports, meta, settings, states
+from onehazel.api.schemas import BODY_MODELS, EXPORT_LINE_MODELS
 from onehazel.services.container import Services
 
 BASE = "/operator-data-api"
@@ -30,6 +30,20 @@ and the latest states, checked against a data template (`tpl_igaming`).
   exact decimal string.
 * Fields the template marks PII are encrypted at rest and decrypted only on single-entity reads.
 * Bodies: JSON (UTF-8), optionally `Content-Encoding: gzip`; at most 1 MiB after inflation.
+* Per item (single or batch): an event's `data`, an entity's `attributes` (also once merged
+  with the stored ones) and a state's `value` each hold at most 32 KiB of compact JSON
+  (detail code `too_large`), `data` and `attributes` at most 100 top-level fields
+  (`too_many_fields`); ids are 1-256 characters and JSON nests at most 32 levels. A single
+  write over a limit is a 422 `validation_error`; in a batch the item fails alone.
+* Rate limits, per workspace (live and test apart) and per class, as token buckets:
+  `writes` (single-item POST/PUT/DELETE) 1000/s in bursts of 2000, `batches` (batch
+  submits) 20/s in bursts of 40, `reads` (GET) 500/s in bursts of 1000; an operator's
+  rates are changed with `onehazel operators limits`. Every authenticated response carries
+  `RateLimit-Policy: "writes";q=2000;w=2` and `RateLimit: "writes";r=1999;t=1` (IETF
+  draft-ietf-httpapi-ratelimit-headers: r requests left, full again in t seconds); over
+  the limit is `429 rate_limited` with `Retry-After` (seconds) and nothing done. A 401,
+  and a path or method that names no operation, carry no RateLimit headers: there is no
+  workspace to count against.
 """
 
 
@@ -62,7 +76,7 @@ def create_app(
     )
     app.state.metrics = Metrics()
     errors.install(app)
-    for module in (settings, entities, events, states, batch):
+    for module in (settings, entities, events, states, exports, batch, audit):
         app.include_router(module.router, prefix=BASE)
     app.include_router(meta.router)
     app.add_middleware(Observability, metrics=app.state.metrics, base=BASE)
@@ -80,7 +94,8 @@ def _document(app: FastAPI) -> dict[str, Any]:
     doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     components = doc.setdefault("components", {})
     _, defs = models_json_schema(
-        [(m, "validation") for m in BODY_MODELS], ref_template="#/components/schemas/{model}"
+        [(m, "validation") for m in (*BODY_MODELS, *EXPORT_LINE_MODELS)],
+        ref_template="#/components/schemas/{model}",
     )
     components.setdefault("schemas", {}).update(defs.get("$defs", {}))
     components["securitySchemes"] = {

@@ -10,11 +10,14 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 
-from onehazel.api.observability import SLASH, Metrics
-from onehazel.domain.errors import Detail, ValidationFailed
+from onehazel.api.observability import RATE_LIMIT_HEADERS, SLASH, Metrics
+from onehazel.domain.errors import Detail, RateLimited, ValidationFailed
 from onehazel.domain.values import ValueProblem, check_identifier
 from onehazel.domain.workspace import Workspace
 from onehazel.services.container import Services
+from onehazel.services.ratelimit import Decision
+
+_BATCH_PREFIX = "/operator-data-api/batch/"
 
 
 async def get_services(request: Request) -> Services:
@@ -32,11 +35,42 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
 async def current_workspace(request: Request, services: ServicesDep) -> Workspace:
-    """The workspace of the Bearer key; 401 for a missing, unknown or revoked key."""
-    return await services.auth.authenticate(request.headers.get("authorization"))
+    """The workspace of the Bearer key (401 for a missing, unknown or revoked key), once
+    the request fits the workspace's rate limit (429 otherwise, before anything is done).
+
+    The verdict goes into the scope, where the Observability middleware turns it into
+    the RateLimit-Policy and RateLimit headers of whatever response follows.
+    """
+    ws = await services.auth.authenticate(request.headers.get("authorization"))
+    scope = request.scope
+    decision = await services.rate_limits.check(ws, traffic_class(scope["method"], scope["path"]))
+    scope[RATE_LIMIT_HEADERS] = rate_limit_headers(decision)
+    if not decision.allowed:
+        raise RateLimited(
+            f"over this workspace's {decision.traffic} rate limit ({decision.limit // decision.window} "
+            f"requests a second, bursts of {decision.limit}); retry after {decision.retry_after} s",
+            headers={"Retry-After": str(decision.retry_after)},
+        )
+    return ws
 
 
 WorkspaceDep = Annotated[Workspace, Depends(current_workspace)]
+
+
+def traffic_class(method: str, path: str) -> str:
+    """Which budget a request spends: reads (GET), batches (batch submits) or writes."""
+    if method in ("GET", "HEAD"):
+        return "reads"
+    return "batches" if path.startswith(_BATCH_PREFIX) else "writes"
+
+
+def rate_limit_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
+    """RateLimit-Policy and RateLimit in the structured-field form of draft-ietf-httpapi-ratelimit-headers."""
+    name = decision.traffic
+    return [
+        (b"ratelimit-policy", f'"{name}";q={decision.limit};w={decision.window}'.encode()),
+        (b"ratelimit", f'"{name}";r={decision.remaining};t={decision.reset}'.encode()),
+    ]
 
 
 async def external_id_path(

@@ -27,6 +27,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SLASH = "\uffff"
+# Scope key under which the auth dependency leaves the RateLimit headers for this middleware.
+RATE_LIMIT_HEADERS = "onehazel.rate_limit_headers"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 log = logging.getLogger("onehazel")
@@ -146,6 +148,7 @@ class Observability:
                 state["status"] = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
+                headers.extend(scope.get(RATE_LIMIT_HEADERS, ()))
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -273,3 +273,69 @@ class JobItemPage(_Wire):
 
 
 BODY_MODELS += [EntityBatchIn, EventBatchIn, StateBatchIn]
+
+
+class AuditEntryOut(_Wire):
+    id: str
+    at: Timestamp = Field(description="When the action happened")
+    actor: str = Field(description="The API key id (key_...) that acted, 'cli' or 'system'")
+    action: str = Field(
+        description="entity.delete, entity.purge, events.expire, entity.export, settings.update, "
+        "key.create or key.revoke"
+    )
+    target: str | None = Field(description="The externalId or key id acted on; null for settings")
+    details: dict[str, Any] = Field(description="Non-PII details, e.g. which settings fields changed")
+
+
+class AuditPage(_Wire):
+    data: list[AuditEntryOut] = Field(description="Newest first")
+    nextCursor: str | None
+
+
+class ExportEntityLine(EntityOut):
+    """First line: the entity as GET /entities/{externalId} returns it, PII decrypted."""
+
+    kind: Literal["entity"]
+
+
+class ExportEventLine(EventOut):
+    """One line per event, oldest first (timestamp, then server order), PII decrypted."""
+
+    kind: Literal["event"]
+
+
+class ExportStateLine(StateOut):
+    """One line per state, by key."""
+
+    kind: Literal["state"]
+
+
+class ExportEndLine(_Wire):
+    """The last line; a stream without it was cut short."""
+
+    kind: Literal["end"]
+    externalId: str
+    events: int = Field(description="Event lines sent")
+    states: int = Field(description="State lines sent")
+    exportedAt: Timestamp
+
+
+class ExportError(_Wire):
+    code: str = Field(description="e.g. entity_deleted")
+    message: str
+
+
+class ExportErrorLine(_Wire):
+    """Ends the stream instead of the end line when the entity was deleted meanwhile."""
+
+    kind: Literal["error"]
+    error: ExportError
+
+
+EXPORT_LINE_MODELS: list[type[BaseModel]] = [
+    ExportEntityLine,
+    ExportEventLine,
+    ExportStateLine,
+    ExportEndLine,
+    ExportErrorLine,
+]

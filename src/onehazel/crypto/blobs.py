@@ -43,3 +43,16 @@ def open_blob(ring: KeyRing, workspace_id: str, label: str, blob: bytes) -> byte
     except InvalidTag:
         raise DecryptionFailed("sealed blob does not authenticate") from None
     return zlib.decompress(compressed)
+
+
+def blob_key_id(blob: bytes) -> str | None:
+    """The master key id a sealed blob was made under (its first bytes suffice), or None."""
+    parts = blob.split(b":", 2)
+    if len(parts) != 3 or parts[0] != b"v1":
+        return None
+    return parts[1].decode(errors="replace")
+
+
+def reseal_blob(ring: KeyRing, workspace_id: str, label: str, blob: bytes) -> bytes:
+    """The same document sealed under the current master key (rotation)."""
+    return seal_blob(ring, workspace_id, label, open_blob(ring, workspace_id, label, blob))

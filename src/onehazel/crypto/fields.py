@@ -5,7 +5,7 @@ Each entity has its own random 32-byte data key. It is stored only wrapped
 ``v1.<master key id>.<base64url(nonce|ciphertext)>``. Destroying the wrapped key
 at purge time makes every copy of that entity's PII unreadable (crypto-shredding),
 which suits append-only events that are never rewritten; rotating a master key
-only re-wraps data keys.
+only re-wraps data keys (and the few workspace secrets wrapped the same way).
 
 A PII value is JSON-encoded and sealed under the entity's data key as
 ``v1.<base64url(nonce|ciphertext)>``. The associated data binds it to workspace,
@@ -77,12 +77,46 @@ def wrapped_key_id(wrapped: str) -> str:
     return wrapped.split(".", 2)[1]
 
 
-def unwrap_data_key(ring: KeyRing, workspace_id: str, external_id: str, wrapped: str) -> bytes:
+def _unwrap(ring: KeyRing, workspace_id: str, wrapped: str, aad: bytes) -> bytes:
     parts = wrapped.split(".", 2)
     if len(parts) != 3 or parts[0] != "v1":
         raise DecryptionFailed("unknown wrapped key format")
     wk = ring.workspace_key(parts[1], workspace_id)
-    return _open(wk, parts[2], _dek_aad(workspace_id, external_id))
+    return _open(wk, parts[2], aad)
+
+
+def unwrap_data_key(ring: KeyRing, workspace_id: str, external_id: str, wrapped: str) -> bytes:
+    return _unwrap(ring, workspace_id, wrapped, _dek_aad(workspace_id, external_id))
+
+
+def rewrap_data_key(ring: KeyRing, workspace_id: str, external_id: str, wrapped: str) -> str:
+    """The same data key wrapped under the current master key (rotation).
+
+    Raises UnknownKeyId when its master key is not configured, DecryptionFailed
+    when it does not authenticate.
+    """
+    dek = unwrap_data_key(ring, workspace_id, external_id, wrapped)
+    return wrap_data_key(ring, workspace_id, external_id, dek)
+
+
+def _secret_aad(workspace_id: str, purpose: str, version: int) -> bytes:
+    return b"onehazel/secret/v1" + _SEP + workspace_id.encode() + _SEP + f"{purpose}/{version}".encode()
+
+
+def wrap_secret(ring: KeyRing, workspace_id: str, purpose: str, version: int, secret: bytes) -> str:
+    """A workspace secret (e.g. the fingerprint key) wrapped like a data key, under the current master key."""
+    kid = ring.current.id
+    wk = ring.workspace_key(kid, workspace_id)
+    return f"v1.{kid}.{_seal(wk, secret, _secret_aad(workspace_id, purpose, version))}"
+
+
+def unwrap_secret(ring: KeyRing, workspace_id: str, purpose: str, version: int, wrapped: str) -> bytes:
+    return _unwrap(ring, workspace_id, wrapped, _secret_aad(workspace_id, purpose, version))
+
+
+def rewrap_secret(ring: KeyRing, workspace_id: str, purpose: str, version: int, wrapped: str) -> str:
+    secret = unwrap_secret(ring, workspace_id, purpose, version, wrapped)
+    return wrap_secret(ring, workspace_id, purpose, version, secret)
 
 
 class FieldCipher:

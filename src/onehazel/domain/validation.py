@@ -9,6 +9,11 @@ keys are rejected; a declared field of the wrong type is rejected; a missing
 required field is accepted with a warning; undeclared fields are kept as
 non-PII data. ``null`` means "no value": it removes an entity attribute and
 counts as missing for a required event field.
+
+Per-item limits, each named in its error: an event's ``data``, an entity's
+``attributes`` and a state's ``value`` hold at most ``MAX_ITEM_BYTES`` (32 KiB) of
+compact JSON and ``MAX_FIELDS`` (100) top-level fields; ids and nesting depth are
+bounded in ``values.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import math
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
+
+import orjson
 
 from onehazel.domain.errors import Detail, ValidationFailed
 from onehazel.domain.templates import FieldSpec, Template
@@ -28,6 +35,9 @@ from onehazel.domain.values import (
     parse_timestamp,
     safe_text,
 )
+
+MAX_FIELDS = 100
+MAX_ITEM_BYTES = 32 * 1024
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,29 @@ class _Problems:
     def raise_if_any(self) -> None:
         if self.details:
             raise ValidationFailed.of(self.details)
+
+
+def size_problem(value: Any, *, count_fields: bool = True) -> tuple[str, str] | None:
+    """(code, message) when a normalised data/attributes/value is over a per-item limit."""
+    if count_fields and isinstance(value, dict) and len(value) > MAX_FIELDS:
+        return "too_many_fields", f"has {len(value)} fields; the limit is {MAX_FIELDS}"
+    try:
+        size = len(orjson.dumps(value))
+    except orjson.JSONEncodeError:  # pragma: no cover - normalised values always encode
+        return "invalid_json_value", "cannot be stored as JSON"
+    if size > MAX_ITEM_BYTES:
+        return "too_large", f"is {size} bytes of JSON; the limit is 32 KiB ({MAX_ITEM_BYTES} bytes)"
+    return None
+
+
+def check_entity_size(attributes: dict[str, Any], pii: dict[str, Any]) -> None:
+    """Refuse an update whose merged attributes would pass the per-item limits."""
+    problem = size_problem({**attributes, **pii})
+    if problem is not None:
+        code, message = problem
+        raise ValidationFailed.of(
+            [Detail("attributes", code, f"attributes: merged with the stored ones, {message}")]
+        )
 
 
 def check_value(spec: FieldSpec, value: Any) -> Any:
@@ -166,6 +199,10 @@ def _fields(
     if not isinstance(values, dict):
         problems.add(path, "invalid_field_type", "expected an object")
         return plain, pii
+    if len(values) > MAX_FIELDS:  # refused before walking thousands of fields
+        problems.add(path, "too_many_fields", f"has {len(values)} fields; the limit is {MAX_FIELDS}")
+        return plain, pii
+    known = len(problems.details)
     for name, value in values.items():
         spec = specs.get(name)
         try:
@@ -176,6 +213,10 @@ def _fields(
             problems.add(f"{path}.{name}", exc.code, exc.message)
             continue
         (pii if spec is not None and spec.pii else plain)[name] = normalised
+    if len(problems.details) == known:
+        problem = size_problem({**plain, **pii} if pii else plain)
+        if problem is not None:
+            problems.add(path, *problem)
     return plain, pii
 
 
@@ -306,6 +347,10 @@ def validate_state(template: Template, body: Any) -> StateWrite:
             value = check_value(state_key.value, body["value"])
         except ValueProblem as exc:
             problems.add("value", exc.code, exc.message)
+        else:
+            problem = size_problem(value, count_fields=False)
+            if problem is not None:
+                problems.add("value", *problem)
     problems.raise_if_any()
     return StateWrite(external_id=external_id, key=str(key), value=value, timestamp=timestamp, ts=ts)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from onehazel.crypto.fingerprints import Fingerprinter
 from onehazel.domain.errors import ApiError, Detail, PiiUnreadable, ValidationFailed
 from onehazel.domain.templates import Template
 from onehazel.domain.validation import EventWrite, validate_entity, validate_event, validate_state
@@ -72,10 +73,14 @@ async def apply_chunk(
     kind: str,
     items: list[Any],
     start: int,
+    fingerprints: Fingerprinter,
 ) -> list[dict[str, Any]]:
-    """Apply ``items`` (indexes ``start``..) and return one outcome per item, in order."""
+    """Apply ``items`` (indexes ``start``..) and return one outcome per item, in order.
+
+    ``fingerprints`` (``core.fingerprinter(ws)``) must be fetched before ``uow`` opened.
+    """
     if kind == "events":
-        return await _apply_events(services, uow, ws, template, items, start)
+        return await _apply_events(services, uow, ws, template, items, start, fingerprints)
     outcomes = []
     for offset, item in enumerate(items):
         index = start + offset
@@ -94,7 +99,13 @@ async def apply_chunk(
 
 
 async def _apply_events(
-    services: Services, uow: UnitOfWork, ws: Workspace, template: Template, items: list[Any], start: int
+    services: Services,
+    uow: UnitOfWork,
+    ws: Workspace,
+    template: Template,
+    items: list[Any],
+    start: int,
+    fingerprints: Fingerprinter,
 ) -> list[dict[str, Any]]:
     core = services.core
     outcomes: list[dict[str, Any] | None] = [None] * len(items)
@@ -120,7 +131,7 @@ async def _apply_events(
             outcomes[offset] = _error(index, write.external_id, code, message, "externalId")
             continue
         source = write.fingerprint_source()
-        fingerprint = core.fingerprint(ws, source)
+        fingerprint = fingerprints.of(source)
         event_id = write.event_id or new_id("evt")
         warnings = [w.to_wire() for w in write.warnings]
         if event_id in in_batch:
@@ -157,14 +168,14 @@ async def _apply_events(
             outcomes[offset] = success(index, write.external_id, extra["warnings"], eventId=record.event_id)
         else:
             stored = existing.get(record.event_id)
-            same = stored is not None and core.same_fingerprint(
-                ws, write.fingerprint_source(), stored, computed=record.fingerprint
+            same = stored is not None and fingerprints.same(
+                write.fingerprint_source(), stored, computed=record.fingerprint
             )
             outcomes[offset] = _replay(index, write.external_id, record.event_id, same, extra["warnings"])
     for offset, write, event_id, warnings, fingerprint in repeats:
         stored = in_batch[event_id] if event_id in inserted else existing.get(event_id)
-        same = stored is not None and core.same_fingerprint(
-            ws, write.fingerprint_source(), stored, computed=fingerprint
+        same = stored is not None and fingerprints.same(
+            write.fingerprint_source(), stored, computed=fingerprint
         )
         outcomes[offset] = _replay(start + offset, write.external_id, event_id, same, warnings)
     return [o for o in outcomes if o is not None]

@@ -25,6 +25,7 @@ from typing import Any
 
 from onehazel.crypto.blobs import open_blob
 from onehazel.crypto.fields import DecryptionFailed
+from onehazel.crypto.fingerprints import Fingerprinter
 from onehazel.domain.errors import ApiError, TemplateNotConfigured
 from onehazel.domain.json_text import parse_json
 from onehazel.domain.templates import Template
@@ -143,12 +144,13 @@ class Worker:
                     await uow.jobs.release(ws.id, job.id, owner=self.owner)
                 return
             template = await self._template(ws)
+            fingerprints = await self.core.fingerprinter(ws)  # also before the transaction
             async with self.core.store.begin() as uow:
                 current = await uow.jobs.get(ws.id, job.id, lock=True)
                 if current is None or current.status != "processing" or current.lease_owner != self.owner:
                     return  # the lease lapsed and another worker took over
                 chunk = items[current.processed : current.processed + size]
-                outcomes = await self._apply(uow, ws, current, chunk, template)
+                outcomes = await self._apply(uow, ws, current, chunk, template, fingerprints)
                 now = self.core.clock()
                 updated = advance(current, outcomes, now=now, lease_until=now + self.lease)
                 if chunk:
@@ -178,11 +180,19 @@ class Worker:
         job: JobRecord,
         chunk: list[Any],
         template: Template | TemplateNotConfigured,
+        fingerprints: Fingerprinter,
     ) -> list[dict[str, Any]]:
         if isinstance(template, TemplateNotConfigured):
             return [failure(job.processed + i, item, template) for i, item in enumerate(chunk)]
         return await apply_chunk(
-            self.services, uow, ws, template, kind=job.kind, items=chunk, start=job.processed
+            self.services,
+            uow,
+            ws,
+            template,
+            kind=job.kind,
+            items=chunk,
+            start=job.processed,
+            fingerprints=fingerprints,
         )
 
     async def _items(self, job: JobRecord) -> list[Any] | None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from onehazel.crypto.blobs import seal_blob
+from onehazel.crypto.fingerprints import Fingerprinter
 from onehazel.domain.cursors import decode_cursor, encode_cursor
 from onehazel.domain.errors import (
     BatchTooLarge,
@@ -79,10 +80,11 @@ class BatchService:
     ) -> tuple[dict[str, Any], bool]:
         """Store the batch as a queued job; returns (job, created). Replays return the first job."""
         await self.core.template_of(ws)
+        fingerprints = await self.core.fingerprinter(ws)
         source = {"kind": kind, "sha256": hashlib.sha256(body).hexdigest()}
-        body_hash = self.core.fingerprint(ws, source)
+        body_hash = fingerprints.of(source)
         if idempotency_key is not None:
-            earlier = await self._replayed(ws, idempotency_key, source)
+            earlier = await self._replayed(ws, idempotency_key, source, fingerprints)
             if earlier is not None:
                 return earlier, False
         now = self.core.clock()
@@ -114,19 +116,21 @@ class BatchService:
         except sa.exc.IntegrityError:
             # A concurrent request with the same Idempotency-Key won the race.
             assert idempotency_key is not None
-            earlier = await self._replayed(ws, idempotency_key, source)
+            earlier = await self._replayed(ws, idempotency_key, source, fingerprints)
             if earlier is None:
                 raise
             return earlier, False
         self.core.jobs_waiting.set()
         return job_to_wire(job), True
 
-    async def _replayed(self, ws: Workspace, key: str, source: dict[str, Any]) -> dict[str, Any] | None:
+    async def _replayed(
+        self, ws: Workspace, key: str, source: dict[str, Any], fingerprints: Fingerprinter
+    ) -> dict[str, Any] | None:
         async with self.core.store.begin() as uow:
             job = await uow.jobs.by_idempotency_key(ws.id, key)
         if job is None:
             return None
-        if job.body_hash is None or not self.core.same_fingerprint(ws, source, job.body_hash):
+        if job.body_hash is None or not fingerprints.same(source, job.body_hash):
             raise IdempotencyConflict("this Idempotency-Key was already used with a different body")
         return job_to_wire(job)
 
@@ -161,6 +165,7 @@ class BatchService:
     async def dry_run(self, ws: Workspace, *, kind: str, items: list[Any]) -> dict[str, Any]:
         """Exactly the outcomes a real write would have, computed and rolled back."""
         template = await self.core.template_of(ws)
+        fingerprints = await self.core.fingerprinter(ws)
         results: list[dict[str, Any]] = []
         async with self.core.store.rehearse() as uow:
             size = CHUNK_SIZE[kind]
@@ -173,6 +178,7 @@ class BatchService:
                     kind=kind,
                     items=items[start : start + size],
                     start=start,
+                    fingerprints=fingerprints,
                 )
         return {"results": results}
 

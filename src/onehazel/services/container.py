@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from onehazel.services.audit import AuditService
 from onehazel.services.auth import AuthService
 from onehazel.services.batch import BatchService
 from onehazel.services.core import Core
 from onehazel.services.entities import EntityService
 from onehazel.services.events import EventService
+from onehazel.services.exports import ExportService
+from onehazel.services.ratelimit import RateLimitService
 from onehazel.services.settings import SettingsService
 from onehazel.services.states import StateService
 
@@ -21,6 +24,9 @@ class Services:
     entities: EntityService
     events: EventService
     states: StateService
+    audit: AuditService
+    exports: ExportService
+    rate_limits: RateLimitService
     batch: BatchService = field(init=False)
 
     def __post_init__(self) -> None:
@@ -35,7 +41,11 @@ class Services:
             entities=EntityService(core),
             events=EventService(core),
             states=StateService(core),
+            audit=AuditService(core),
+            exports=ExportService(core),
+            rate_limits=RateLimitService(core),
         )
 
     async def close(self) -> None:
+        await self.core.buckets.close()
         await self.core.store.close()

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
+import math
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-from onehazel.crypto.fields import DecryptionFailed, FieldCipher, unwrap_data_key
+from onehazel.crypto.fields import DecryptionFailed, FieldCipher, unwrap_data_key, unwrap_secret, wrap_secret
+from onehazel.crypto.fingerprints import PURPOSE, SECRET_BYTES, Fingerprinter
 from onehazel.crypto.keys import KeyRing, UnknownKeyId
 from onehazel.domain.errors import PiiUnreadable, TemplateNotConfigured
 from onehazel.domain.templates import Template, get_template
 from onehazel.domain.values import now_micros
 from onehazel.domain.workspace import Workspace
 from onehazel.services.ids import SequenceClock
+from onehazel.storage.buckets import BucketStore, MemoryBuckets
 from onehazel.storage.records import SettingsRecord
+from onehazel.storage.secrets import SecretRepository
 from onehazel.storage.unit_of_work import Store
 
 CACHE_SECONDS = 2.0
@@ -96,6 +97,10 @@ class Core:
     clock: Callable[[], int] = now_micros
     seq: SequenceClock = field(default_factory=SequenceClock)
     settings_cache: TtlCache = field(default_factory=lambda: TtlCache(CACHE_SECONDS))
+    # Workspace fingerprint secrets never change once created: cached for good.
+    secret_cache: TtlCache = field(default_factory=lambda: TtlCache(math.inf))
+    # Rate-limit token buckets: in this process, or shared (PostgreSQL, Redis); see bootstrap.
+    buckets: BucketStore = field(default_factory=MemoryBuckets)
     # Set when this process accepts a job, so its in-process worker starts at once.
     jobs_waiting: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -120,8 +125,17 @@ class Core:
             )
         return template
 
-    def cipher(self, ws: Workspace, external_id: str, data_key: str) -> FieldCipher:
-        """The entity's field cipher; a data key or ciphertext that fails to authenticate is a 409."""
+    def cipher(self, ws: Workspace, external_id: str, data_key: str | None) -> FieldCipher:
+        """The entity's field cipher; a data key or ciphertext that fails to authenticate is a 409.
+
+        A missing key (``None``: its ``entity_keys`` row is gone, e.g. data restored from a
+        backup taken before the entity was erased) is a 409 too, never a 500.
+        """
+        if data_key is None:
+            raise PiiUnreadable(
+                "this entity's key material was erased, so its PII cannot be read or written; "
+                "delete the entity to remove the rest"
+            )
         try:
             dek = unwrap_data_key(self.keys, ws.id, external_id, data_key)
         except DecryptionFailed:
@@ -130,20 +144,31 @@ class Core:
             raise PiiUnreadable(f"{exc}; configure it again to read this data") from None
         return _CheckedCipher(dek, workspace_id=ws.id, external_id=external_id)
 
-    def fingerprint(self, ws: Workspace, source: dict[str, Any], *, key_id: str | None = None) -> str:
-        """Keyed hash of a write, as ``<master key id>.<hex>``: no PII can be guessed from it."""
-        kid = key_id or self.keys.current.id
-        key = self.keys.workspace_key(kid, "fingerprint\x1f" + ws.id)
-        # Keyed BLAKE2b is a MAC in its own right, and several times cheaper than
-        # HMAC-SHA256 for these small messages (one per ingested event).
-        message = orjson.dumps(source, option=orjson.OPT_SORT_KEYS)
-        return f"{kid}.{hashlib.blake2b(message, key=key, digest_size=32).hexdigest()}"
+    async def fingerprinter(self, ws: Workspace) -> Fingerprinter:
+        """The workspace's fingerprint key (for eventId / Idempotency-Key replays).
 
-    def same_fingerprint(
-        self, ws: Workspace, source: dict[str, Any], stored: str, *, computed: str | None = None
-    ) -> bool:
-        """Does ``stored`` fingerprint ``source``? ``computed`` (under the current key) saves an HMAC."""
-        kid = stored.split(".", 1)[0]
-        if computed is not None and computed.startswith(kid + "."):
-            return hmac.compare_digest(computed, stored)
-        return hmac.compare_digest(self.fingerprint(ws, source, key_id=kid), stored)
+        Created on first use and cached for the life of the process (the secret
+        never changes; a master-key rotation only re-wraps its stored copy). Call
+        it before opening a transaction: a cache miss reads (and may create) the
+        secret in a transaction of its own, which inside another one would wait
+        for a second connection that SQLite's single pooled connection never frees.
+        """
+        fingerprinter: Fingerprinter = await self.secret_cache.get_or_load(
+            ws.id, lambda: self._load_fingerprinter(ws.id)
+        )
+        return fingerprinter
+
+    async def _load_fingerprinter(self, workspace_id: str) -> Fingerprinter:
+        async with self.store.begin() as uow:
+            repo = SecretRepository(uow.conn)
+            wrapped = await repo.get(workspace_id, PURPOSE)
+            if not wrapped:
+                secret = wrap_secret(self.keys, workspace_id, PURPOSE, 1, os.urandom(SECRET_BYTES))
+                # Two processes may both miss: the first insert wins and both read it back.
+                await repo.add_if_missing(workspace_id, PURPOSE, 1, secret, now=self.clock())
+                wrapped = await repo.get(workspace_id, PURPOSE)
+        try:
+            secrets = {v: unwrap_secret(self.keys, workspace_id, PURPOSE, v, w) for v, w in wrapped.items()}
+        except UnknownKeyId as exc:
+            raise UnknownKeyId(f"{exc}; configure it again (see README, Key rotation)") from None
+        return Fingerprinter(secrets)

@@ -13,9 +13,10 @@ from onehazel.domain.errors import (
     EntityNotFound,
     EntityTypeConflict,
 )
-from onehazel.domain.validation import EntityWrite, validate_entity
+from onehazel.domain.validation import EntityWrite, check_entity_size, validate_entity
 from onehazel.domain.values import format_timestamp
 from onehazel.domain.workspace import Workspace
+from onehazel.services.audit import AuditService
 from onehazel.services.core import Core
 from onehazel.storage.records import EntityRecord
 from onehazel.storage.unit_of_work import UnitOfWork
@@ -58,6 +59,7 @@ async def live_entity(uow: UnitOfWork, ws: Workspace, external_id: str) -> Entit
 class EntityService:
     def __init__(self, core: Core) -> None:
         self.core = core
+        self.audit = AuditService(core)
 
     async def upsert(self, ws: Workspace, body: Any) -> tuple[dict[str, Any], bool]:
         """Create or merge-update; returns (entity, created)."""
@@ -111,13 +113,13 @@ class EntityService:
             raise EntityDeleted("this entity was deleted; its externalId stays suppressed")
         if current.type != write.type:
             raise EntityTypeConflict(f"externalId already exists as a {current.type!r}, not a {write.type!r}")
-        assert current.data_key is not None
         cipher = self.core.cipher(ws, current.external_id, current.data_key)
         old_pii = cipher.decrypt_fields("attributes", current.pii)
         pii = _merge(old_pii, write.pii)
         attributes = _merge(current.attributes, write.plain)
         if attributes == current.attributes and pii == old_pii:
             return entity_to_wire(current, old_pii)  # nothing changed: no new version
+        check_entity_size(attributes, pii)  # the per-item limits hold for the merged entity too
         tokens = {
             name: current.pii[name]
             if old_pii.get(name) == value
@@ -138,7 +140,6 @@ class EntityService:
     async def get(self, ws: Workspace, external_id: str) -> dict[str, Any]:
         async with self.core.store.begin() as uow:
             record = await live_entity(uow, ws, external_id)
-        assert record.data_key is not None
         cipher = self.core.cipher(ws, external_id, record.data_key)
         return entity_to_wire(record, cipher.decrypt_fields("attributes", record.pii))
 
@@ -180,8 +181,18 @@ class EntityService:
             if record.deleted_at is None:
                 now = self.core.clock()
                 purge_after = now + settings.deleted_entities_days * DAY_MICROS
-                await uow.entities.mark_deleted(ws.id, external_id, now=now, purge_after=purge_after)
-                record = replace(record, deleted_at=now, purge_after=purge_after)
+                if await uow.entities.mark_deleted(ws.id, external_id, now=now, purge_after=purge_after):
+                    record = replace(record, deleted_at=now, purge_after=purge_after)
+                    await self.audit.record_in(
+                        uow,
+                        workspace_id=ws.id,
+                        action="entity.delete",
+                        target=external_id,
+                        actor=ws.key_id,
+                        details={"purgeAfter": format_timestamp(purge_after)},
+                    )
+                else:  # a concurrent request deleted it first: answer with its times
+                    record = await uow.entities.get(ws.id, external_id) or record
         assert record.deleted_at is not None
         assert record.purge_after is not None
         return {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from onehazel.crypto.fingerprints import Fingerprinter
 from onehazel.domain.cursors import decode_cursor, encode_cursor
 from onehazel.domain.errors import EventIdConflict
 from onehazel.domain.validation import EventWrite, validate_event
@@ -32,6 +33,22 @@ def _pii_path(event_id: str) -> str:
     return f"events/{event_id}/data"
 
 
+def events_to_wire(
+    core: Core, ws: Workspace, entity: EntityRecord, rows: list[EventRecord]
+) -> list[dict[str, Any]]:
+    """One entity's events as the wire shows them, PII decrypted (single-entity reads, export)."""
+    cipher = None
+    data = []
+    for row in rows:
+        pii: dict[str, Any] = {}
+        if row.pii:
+            if cipher is None:
+                cipher = core.cipher(ws, entity.external_id, entity.data_key)
+            pii = cipher.decrypt_fields(_pii_path(row.event_id), row.pii)
+        data.append(event_to_wire(row, pii))
+    return data
+
+
 class EventService:
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -46,33 +63,42 @@ class EventService:
         the full transactional path.
         """
         write = validate_event(await self.core.template_of(ws), body)
+        fingerprints = await self.core.fingerprinter(ws)
         if not write.pii:
-            record = self._record(ws, write, pii=None)
+            record = self._record(write, fingerprints, pii=None)
             if await self.group_commit.insert_if_live(ws.id, record):
                 return self._wire(record, {}, write), True
         async with self.core.store.begin() as uow:
-            return await self.record_in(uow, ws, write)
+            return await self.record_in(uow, ws, write, fingerprints)
 
     async def record_in(
-        self, uow: UnitOfWork, ws: Workspace, write: EventWrite
+        self, uow: UnitOfWork, ws: Workspace, write: EventWrite, fingerprints: Fingerprinter
     ) -> tuple[dict[str, Any], bool]:
-        """Append inside the caller's transaction; the dedup record is the event row itself."""
+        """Append inside the caller's transaction; the dedup record is the event row itself.
+
+        ``fingerprints`` comes from ``core.fingerprinter(ws)``, fetched before the transaction.
+        """
         entity = await live_entity(uow, ws, write.external_id)
         event_id = write.event_id or new_id("evt")
         pii = self._seal(ws, entity, event_id, write) if write.pii else None
-        record = self._record(ws, write, pii=pii, event_id=event_id)
+        record = self._record(write, fingerprints, pii=pii, event_id=event_id)
         if await uow.events.insert(ws.id, record):
             return self._wire(record, write.pii, write), True
         stored = await uow.events.get(ws.id, record.event_id)
         assert stored is not None
-        if not self.core.same_fingerprint(ws, write.fingerprint_source(), stored.fingerprint):
+        if not fingerprints.same(write.fingerprint_source(), stored.fingerprint, computed=record.fingerprint):
             raise EventIdConflict("this eventId was already used for a different event")
         wire = self._wire(stored, write.pii, write)
         wire["duplicate"] = True
         return wire, False
 
     def _record(
-        self, ws: Workspace, write: EventWrite, *, pii: dict[str, str] | None, event_id: str | None = None
+        self,
+        write: EventWrite,
+        fingerprints: Fingerprinter,
+        *,
+        pii: dict[str, str] | None,
+        event_id: str | None = None,
     ) -> EventRecord:
         now = self.core.clock()
         return EventRecord(
@@ -81,7 +107,7 @@ class EventService:
             type=write.type,
             data=write.plain,
             pii=pii,
-            fingerprint=self.core.fingerprint(ws, write.fingerprint_source()),
+            fingerprint=fingerprints.of(write.fingerprint_source()),
             timestamp=write.timestamp,
             ts=write.ts if write.ts is not None else now,
             received_at=now,
@@ -89,7 +115,6 @@ class EventService:
         )
 
     def _seal(self, ws: Workspace, entity: EntityRecord, event_id: str, write: EventWrite) -> dict[str, str]:
-        assert entity.data_key is not None
         cipher = self.core.cipher(ws, entity.external_id, entity.data_key)
         return cipher.encrypt_fields(_pii_path(event_id), write.pii)
 
@@ -130,16 +155,7 @@ class EventService:
                 limit=limit + 1,
             )
         page = rows[:limit]
-        cipher = None
-        data = []
-        for row in page:
-            pii: dict[str, Any] = {}
-            if row.pii:
-                if cipher is None:
-                    assert entity.data_key is not None
-                    cipher = self.core.cipher(ws, external_id, entity.data_key)
-                pii = cipher.decrypt_fields(_pii_path(row.event_id), row.pii)
-            data.append(event_to_wire(row, pii))
+        data = events_to_wire(self.core, ws, entity, page)
         next_cursor = None
         if len(rows) > limit:
             last = page[-1]

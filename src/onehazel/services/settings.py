@@ -9,6 +9,7 @@ from onehazel.domain.errors import Detail, TemplateNotFound, ValidationFailed
 from onehazel.domain.templates import BUILT_IN, Template, get_template
 from onehazel.domain.values import format_timestamp
 from onehazel.domain.workspace import Workspace
+from onehazel.services.audit import AuditService
 from onehazel.services.core import Core
 from onehazel.storage.records import SettingsRecord
 
@@ -30,6 +31,7 @@ def settings_to_wire(record: SettingsRecord) -> dict[str, Any]:
 class SettingsService:
     def __init__(self, core: Core) -> None:
         self.core = core
+        self.audit = AuditService(core)
 
     def templates(self) -> list[Template]:
         return list(BUILT_IN.values())
@@ -50,8 +52,25 @@ class SettingsService:
             current = await uow.workspaces.get_settings(ws.id)
             updated = replace(current, **changes, updated_at=self.core.clock())
             await uow.workspaces.save_settings(ws.id, updated)
+            await self.audit.record_in(
+                uow,
+                workspace_id=ws.id,
+                action="settings.update",
+                actor=ws.key_id,
+                details=settings_changes(current, updated),
+            )
         self.core.settings_cache.drop(ws.id)
         return settings_to_wire(updated)
+
+
+def settings_changes(before: SettingsRecord, after: SettingsRecord) -> dict[str, Any]:
+    """The audit details of a settings write: which fields changed, from what to what."""
+    old, new = settings_to_wire(before), settings_to_wire(after)
+    pairs = [("templateId", old["templateId"], new["templateId"])] + [
+        (f"retention.{name}", old["retention"][name], new["retention"][name]) for name in new["retention"]
+    ]
+    changes = {path: {"from": a, "to": b} for path, a, b in pairs if a != b}
+    return {"changed": list(changes), "changes": changes}
 
 
 def parse_settings_update(body: Any) -> dict[str, Any]:

@@ -1,4 +1,9 @@
-"""Entities: upserted by (workspace, externalId); soft-deleted rows stay as suppression."""
+"""Entities: upserted by (workspace, externalId); soft-deleted rows stay as suppression.
+
+An entity's wrapped data key lives in its own table, ``entity_keys``, so that
+erasure can destroy it without touching (or being undone by copies of) the data
+tables. Reads join it back, so an ``EntityRecord`` always carries its key.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +14,31 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from onehazel.storage.engine import upsert
 from onehazel.storage.records import EntityRecord
-from onehazel.storage.tables import entities
+from onehazel.storage.tables import entities, entity_keys
 
 _COLUMNS = (
     entities.c.external_id,
     entities.c.type,
     entities.c.attributes,
     entities.c.pii,
-    entities.c.data_key,
+    entity_keys.c.data_key,
     entities.c.version,
     entities.c.created_at,
     entities.c.updated_at,
     entities.c.deleted_at,
     entities.c.purge_after,
 )
+_WITH_KEYS = entities.outerjoin(
+    entity_keys,
+    sa.and_(
+        entity_keys.c.workspace_id == entities.c.workspace_id,
+        entity_keys.c.external_id == entities.c.external_id,
+    ),
+)
+
+
+def _select() -> Any:
+    return sa.select(*_COLUMNS).select_from(_WITH_KEYS)
 
 
 class EntityRepository:
@@ -33,14 +49,14 @@ class EntityRepository:
         return sa.and_(entities.c.workspace_id == workspace_id, entities.c.external_id == external_id)
 
     async def get(self, workspace_id: str, external_id: str) -> EntityRecord | None:
-        query = sa.select(*_COLUMNS).where(self._where(workspace_id, external_id))
+        query = _select().where(self._where(workspace_id, external_id))
         row = (await self.conn.execute(query)).first()
         return EntityRecord(**row._mapping) if row else None
 
     async def get_many(self, workspace_id: str, external_ids: list[str]) -> dict[str, EntityRecord]:
         if not external_ids:
             return {}
-        query = sa.select(*_COLUMNS).where(
+        query = _select().where(
             entities.c.workspace_id == workspace_id, entities.c.external_id.in_(external_ids)
         )
         return {row.external_id: EntityRecord(**row._mapping) for row in await self.conn.execute(query)}
@@ -52,13 +68,15 @@ class EntityRepository:
         batch events need only these, not the attributes."""
         if not external_ids:
             return {}
-        query = sa.select(entities.c.external_id, entities.c.data_key, entities.c.deleted_at).where(
-            entities.c.workspace_id == workspace_id, entities.c.external_id.in_(external_ids)
+        query = (
+            sa.select(entities.c.external_id, entity_keys.c.data_key, entities.c.deleted_at)
+            .select_from(_WITH_KEYS)
+            .where(entities.c.workspace_id == workspace_id, entities.c.external_id.in_(external_ids))
         )
         return {row[0]: (row[1], row[2] is not None) for row in await self.conn.execute(query)}
 
     async def insert(self, workspace_id: str, record: EntityRecord) -> bool:
-        """Insert a new entity; False when the externalId already exists (a race)."""
+        """Insert a new entity and its key; False when the externalId already exists (a race)."""
         statement = (
             upsert(self.conn, entities)
             .values(
@@ -67,14 +85,31 @@ class EntityRepository:
                 type=record.type,
                 attributes=record.attributes,
                 pii=record.pii,
-                data_key=record.data_key,
                 version=record.version,
                 created_at=record.created_at,
                 updated_at=record.updated_at,
             )
             .on_conflict_do_nothing(index_elements=["workspace_id", "external_id"])
         )
-        return (await self.conn.execute(statement)).rowcount == 1
+        if (await self.conn.execute(statement)).rowcount != 1:
+            return False
+        if record.data_key is not None:
+            await self._put_key(workspace_id, record.external_id, record.data_key, now=record.created_at)
+        return True
+
+    async def _put_key(self, workspace_id: str, external_id: str, data_key: str, *, now: int) -> None:
+        """Store the entity's key. A key row left by an earlier entity of the same
+        externalId (impossible once erasure has run, which deletes it first) is replaced."""
+        statement = upsert(self.conn, entity_keys).values(
+            workspace_id=workspace_id, external_id=external_id, data_key=data_key, created_at=now
+        )
+        excluded: Any = statement.excluded
+        await self.conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["workspace_id", "external_id"],
+                set_={"data_key": excluded.data_key, "created_at": excluded.created_at},
+            )
+        )
 
     async def update(self, workspace_id: str, record: EntityRecord, *, expected_version: int) -> bool:
         """Compare-and-set on ``version``; False when someone else updated first."""
@@ -94,12 +129,14 @@ class EntityRepository:
         )
         return (await self.conn.execute(statement)).rowcount == 1
 
-    async def mark_deleted(self, workspace_id: str, external_id: str, *, now: int, purge_after: int) -> None:
-        await self.conn.execute(
+    async def mark_deleted(self, workspace_id: str, external_id: str, *, now: int, purge_after: int) -> bool:
+        """Soft-delete a live entity; False when it was already deleted (by a concurrent request)."""
+        result = await self.conn.execute(
             sa.update(entities)
             .where(self._where(workspace_id, external_id), entities.c.deleted_at.is_(None))
             .values(deleted_at=now, purge_after=purge_after)
         )
+        return result.rowcount == 1
 
     async def list(
         self,
@@ -111,9 +148,7 @@ class EntityRepository:
         limit: int,
     ) -> list[EntityRecord]:
         """Live entities ordered by (updatedAt, externalId), strictly after ``after``."""
-        query = sa.select(*_COLUMNS).where(
-            entities.c.workspace_id == workspace_id, entities.c.deleted_at.is_(None)
-        )
+        query = _select().where(entities.c.workspace_id == workspace_id, entities.c.deleted_at.is_(None))
         if type_ is not None:
             query = query.where(entities.c.type == type_)
         if updated_since is not None:

@@ -65,3 +65,14 @@ class StateRecord:
     timestamp: str | None
     ts: int
     updated_at: int
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    id: str
+    at: int
+    actor: str
+    action: str
+    target: str | None
+    details: dict[str, Any]
+    seq: int

@@ -5,6 +5,12 @@ repository query filters on it. Times are integer microseconds since the epoch
 (UTC) so comparisons are identical on both databases; client timestamps are
 also kept as the exact string sent. PII never reaches these tables in plain
 text: ``pii`` columns hold AES-GCM ciphertexts under the entity's data key.
+
+The data keys themselves live apart, in ``entity_keys``: erasing an entity
+deletes its key row, which makes every copy of its ciphertexts (in any dump or
+backup of the data tables taken earlier) undecryptable. Back up ``entity_keys``
+with a retention no longer than the purge period, or leave it out of long-lived
+dumps (``pg_dump --exclude-table=entity_keys``); see README, "Data protection".
 """
 
 from __future__ import annotations
@@ -76,14 +82,41 @@ entities = sa.Table(
     sa.Column("type", sa.String(64), nullable=False),
     sa.Column("attributes", Json, nullable=False),
     sa.Column("pii", Json, nullable=False),
-    # The entity's data key, wrapped by the workspace key; NULL once purged.
-    sa.Column("data_key", sa.String(200), nullable=True),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("created_at", Micros, nullable=False),
     sa.Column("updated_at", Micros, nullable=False),
     sa.Column("deleted_at", Micros, nullable=True),
     sa.Column("purge_after", Micros, nullable=True),
+    # Set when the entity is purged: the row is then a tombstone (no attributes, no
+    # PII, no key) that keeps the externalId refused until this time.
+    sa.Column("suppressed_until", Micros, nullable=True),
     sa.Index(None, "workspace_id", "updated_at", "external_id"),
+    # The retention sweep's work list (PostgreSQL indexes only deleted entities).
+    sa.Index(None, "suppressed_until", "purge_after", postgresql_where=sa.text("deleted_at IS NOT NULL")),
+)
+
+entity_keys = sa.Table(
+    "entity_keys",
+    metadata,
+    # Each entity's data key, wrapped (AES-GCM) by the workspace key. Erasure deletes
+    # the row: this table is the one place the key material of an entity lives.
+    sa.Column("workspace_id", Id, primary_key=True),
+    sa.Column("external_id", ExternalId, primary_key=True),
+    sa.Column("data_key", sa.String(200), nullable=False),
+    sa.Column("created_at", Micros, nullable=False),
+)
+
+workspace_secrets = sa.Table(
+    "workspace_secrets",
+    metadata,
+    # Random per-workspace secrets (purpose "fingerprint": the eventId-replay MAC key),
+    # wrapped by the workspace key like data keys, so rotating the master key re-wraps
+    # this one row instead of rewriting every event fingerprint.
+    sa.Column("workspace_id", Id, primary_key=True),
+    sa.Column("purpose", sa.String(32), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("wrapped", sa.String(200), nullable=False),
+    sa.Column("created_at", Micros, nullable=False),
 )
 
 events = sa.Table(
@@ -96,13 +129,16 @@ events = sa.Table(
     sa.Column("type", sa.String(64), nullable=False),
     sa.Column("data", Json, nullable=False),
     sa.Column("pii", Json, nullable=True),
-    # Keyed hash (HMAC under the workspace key) of what the client sent, for replays.
+    # Keyed hash (BLAKE2b under the workspace's fingerprint secret) of what the client
+    # sent, for replays: "s<secret version>.<hex>".
     sa.Column("fingerprint", sa.String(100), nullable=False),
     sa.Column("timestamp", sa.String(64), nullable=True),
     sa.Column("ts", Micros, nullable=False),
     sa.Column("received_at", Micros, nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Index(None, "workspace_id", "external_id", "ts", "seq", "event_id"),
+    # Retention: a workspace's events older than a cut-off, in bounded chunks.
+    sa.Index(None, "workspace_id", "ts"),
 )
 
 states = sa.Table(
@@ -157,4 +193,45 @@ job_chunks = sa.Table(
     sa.Column("job_id", Id, primary_key=True),
     sa.Column("start_index", sa.Integer, primary_key=True),
     sa.Column("outcomes", Json, nullable=False),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    # Who did what to which workspace, and when; never PII (targets are externalIds
+    # or key ids, details are field names and settings values).
+    sa.Column("workspace_id", Id, primary_key=True),
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("at", Micros, nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target", ExternalId, nullable=True),
+    sa.Column("details", Json, nullable=False),
+    # Recording order (newest first in listings); ties across processes broken by id.
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Index(None, "workspace_id", "seq", "id"),
+)
+
+rate_limits = sa.Table(
+    "rate_limits",
+    metadata,
+    # An operator's own rates (requests a second; the burst is twice that) for its live
+    # and test workspaces alike; NULL means the server's default for that class.
+    sa.Column("operator_id", Id, sa.ForeignKey("operators.id"), primary_key=True),
+    sa.Column("writes", sa.Integer, nullable=True),
+    sa.Column("batches", sa.Integer, nullable=True),
+    sa.Column("reads", sa.Integer, nullable=True),
+    sa.Column("updated_at", Micros, nullable=False),
+)
+
+rate_buckets = sa.Table(
+    "rate_buckets",
+    metadata,
+    # Token buckets shared by the API processes (``<workspace id>:<class>``), when the
+    # limiter keeps them in the database. UNLOGGED on PostgreSQL: after a crash the
+    # buckets simply start full. Times are seconds since the epoch, as floats.
+    sa.Column("key", sa.String(128), primary_key=True),
+    sa.Column("tokens", sa.Double, nullable=False),
+    sa.Column("refilled_at", sa.Double, nullable=False),
+    sa.Column("taken", sa.Integer, nullable=False),
 )

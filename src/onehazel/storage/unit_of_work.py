@@ -16,9 +16,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from onehazel.domain.errors import Unavailable
+from onehazel.storage.audit import AuditRepository
 from onehazel.storage.entities import EntityRepository
 from onehazel.storage.events import EventRepository
 from onehazel.storage.jobs import JobRepository
+from onehazel.storage.rate_limits import RateLimitRepository
+from onehazel.storage.retention import RetentionRepository
 from onehazel.storage.states import StateRepository
 from onehazel.storage.workspaces import WorkspaceRepository
 
@@ -43,6 +46,9 @@ class UnitOfWork:
         self.events = EventRepository(conn)
         self.states = StateRepository(conn)
         self.jobs = JobRepository(conn)
+        self.rate_limits = RateLimitRepository(conn)
+        self.retention = RetentionRepository(conn)
+        self.audit = AuditRepository(conn)
 
 
 class Store:

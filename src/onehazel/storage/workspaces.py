@@ -43,6 +43,12 @@ class WorkspaceRepository:
         )
         return result.scalar_one_or_none()
 
+    async def get_workspace(self, workspace_id: str) -> tuple[str, str] | None:
+        """(operator id, mode) of a workspace, or None."""
+        query = sa.select(workspaces.c.operator_id, workspaces.c.mode).where(workspaces.c.id == workspace_id)
+        row = (await self.conn.execute(query)).first()
+        return (row[0], row[1]) if row else None
+
     async def add_key(self, key_id: str, workspace_id: str, *, key_hash: str, hint: str, now: int) -> None:
         await self.conn.execute(
             api_keys.insert().values(
@@ -55,6 +61,15 @@ class WorkspaceRepository:
             sa.select(*_KEY_COLUMNS)
             .join(workspaces, workspaces.c.id == api_keys.c.workspace_id)
             .where(api_keys.c.key_hash == key_hash)
+        )
+        row = (await self.conn.execute(query)).first()
+        return KeyRecord(**row._mapping) if row else None
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        query = (
+            sa.select(*_KEY_COLUMNS)
+            .join(workspaces, workspaces.c.id == api_keys.c.workspace_id)
+            .where(api_keys.c.id == key_id)
         )
         row = (await self.conn.execute(query)).first()
         return KeyRecord(**row._mapping) if row else None
