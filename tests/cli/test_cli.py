@@ -269,6 +269,12 @@ def test_the_documented_commands_exist() -> None:
         ("keys", "create"),
         ("keys", "list"),
         ("keys", "revoke"),
+        ("worker",),
+        ("retention", "run"),
+        ("export",),
+        ("import",),
+        ("operators", "limits"),
+        ("keys", "rotate-master"),
     } <= set(ALL_COMMANDS)
 
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from onehazel.api.body import BATCH_LIMIT, read_json_raw
 from onehazel.api.deps import DryRun, ServicesDep, WorkspaceDep
 from onehazel.api.docs import errors, json_body, write_errors
-from onehazel.api.params import NO_CONTROL_CHARACTERS
+from onehazel.api.params import NO_CONTROL_CHARACTERS, PageCursor, PageLimit
 from onehazel.api.responses import Json
 from onehazel.api.schemas import (
     BatchAccepted,
@@ -114,10 +114,8 @@ async def list_job_items(
         Literal["succeeded", "failed", "duplicate", "warning"] | None,
         Query(description="Only items with this outcome (warning: items that have warnings)"),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[
-        str | None, Query(max_length=2048, description="nextCursor of the previous page")
-    ] = None,
+    limit: PageLimit = 100,
+    cursor: PageCursor = None,
 ) -> Json:
     """Page through every item outcome of a job, in item order."""
     return Json(await services.batch.items(ws, job_id, status=status, limit=limit, cursor=cursor))

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from onehazel.api.body import read_json
 from onehazel.api.deps import DryRun, ExternalIdDep, MetricsDep, ServicesDep, WorkspaceDep
 from onehazel.api.docs import errors, json_body, write_errors
-from onehazel.api.params import NO_CONTROL_CHARACTERS, optional_timestamp
+from onehazel.api.params import NO_CONTROL_CHARACTERS, PageCursor, PageLimit, optional_timestamp
 from onehazel.api.responses import Json
 from onehazel.api.schemas import DeletedOut, DryRunResults, EntityIn, EntityOut, EntityPage
 
@@ -55,10 +55,8 @@ async def list_entities(
     updated_since: Annotated[
         str | None, Query(alias="updatedSince", description="RFC 3339; only entities updated at or after")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[
-        str | None, Query(max_length=2048, description="nextCursor of the previous page")
-    ] = None,
+    limit: PageLimit = 100,
+    cursor: PageCursor = None,
 ) -> Json:
     """Page through live entities, oldest update first; PII stays encrypted."""
     page = await services.entities.list(

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from onehazel.api.body import read_json
 from onehazel.api.deps import DryRun, ExternalIdDep, MetricsDep, ServicesDep, WorkspaceDep
 from onehazel.api.docs import errors, json_body, write_errors
-from onehazel.api.params import NO_CONTROL_CHARACTERS, optional_timestamp
+from onehazel.api.params import NO_CONTROL_CHARACTERS, PageCursor, PageLimit, optional_timestamp
 from onehazel.api.responses import Json
 from onehazel.api.schemas import DryRunResults, EventIn, EventOut, EventPage
 from onehazel.domain.validation import bind_path
@@ -65,10 +65,8 @@ async def list_events(
     from_: Annotated[str | None, Query(alias="from", description="RFC 3339; timestamp at or after")] = None,
     to: Annotated[str | None, Query(description="RFC 3339; timestamp strictly before")] = None,
     order: Annotated[Literal["desc", "asc"], Query(description="By timestamp, then server order")] = "desc",
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[
-        str | None, Query(max_length=2048, description="nextCursor of the previous page")
-    ] = None,
+    limit: PageLimit = 100,
+    cursor: PageCursor = None,
 ) -> Json:
     """An entity's events by timestamp (newest first by default), PII decrypted."""
     page = await services.events.list(
