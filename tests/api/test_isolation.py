@@ -516,6 +516,56 @@ async def the_audit_log_is_per_workspace(s: Scene) -> None:
     assert [r["action"] for r in owner_log if r["target"] == s.external_id] == ["entity.export"]
 
 
+# --- analytics --------------------------------------------------------------------------------
+
+ANALYTICS_RANGE = {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
+
+
+@isolation("GET", "/analytics/events")
+async def event_counts_are_per_workspace(s: Scene) -> None:
+    mine = await s.owner.get("/analytics/events", params=ANALYTICS_RANGE)
+    assert mine.status_code == 200, mine.text
+    assert mine.json()["data"] == [{"type": "transaction", "count": 1}]
+    theirs = await s.intruder.get("/analytics/events", params={**ANALYTICS_RANGE, "groupBy": "type,day"})
+    assert theirs.status_code == 200, theirs.text
+    assert theirs.json()["data"] == []
+    await intruder_creates_same_id(s)
+    event = {"type": "support", "data": {}, "timestamp": OWNER_TS}
+    assert (await s.intruder.post(f"{s.path}/events", json=event)).status_code == 201
+    assert (await s.owner.get("/analytics/events", params=ANALYTICS_RANGE)).json() == mine.json()
+
+
+@isolation("GET", "/analytics/transactions")
+async def transaction_sums_are_per_workspace(s: Scene) -> None:
+    mine = await s.owner.get("/analytics/transactions", params=ANALYTICS_RANGE)
+    assert mine.status_code == 200, mine.text
+    assert mine.json()["data"] == [{"currency": "EUR", "count": 1, "sum": "25.00"}]
+    theirs = await s.intruder.get("/analytics/transactions", params=ANALYTICS_RANGE)
+    assert theirs.status_code == 200, theirs.text
+    assert theirs.json()["data"] == []
+    await intruder_creates_same_id(s)
+    assert (await s.intruder.post(f"{s.path}/events", json=owner_event(s))).status_code == 201
+    again = await s.intruder.get("/analytics/transactions", params=ANALYTICS_RANGE)
+    assert again.json()["data"] == [{"currency": "EUR", "count": 1, "sum": "25.00"}]
+    assert (await s.owner.get("/analytics/transactions", params=ANALYTICS_RANGE)).json() == mine.json()
+    await assert_owner_untouched(s)
+
+
+@isolation("GET", "/analytics/entities")
+async def entity_counts_are_per_workspace(s: Scene) -> None:
+    theirs = await s.intruder.get("/analytics/entities", params={"groupBy": "segment"})
+    assert theirs.status_code == 200, theirs.text
+    assert theirs.json()["data"] == []
+    for value in s.hidden:
+        assert value not in theirs.text
+    mine = await s.owner.get("/analytics/entities", params={"groupBy": "segment"})
+    assert mine.json()["data"] == [{"segment": s.secret, "count": 1}]
+    await intruder_creates_same_id(s)
+    counted = await s.intruder.get("/analytics/entities")
+    assert counted.json()["data"] == [{"type": "player", "count": 1}]
+    assert (await s.owner.get("/analytics/entities", params={"groupBy": "segment"})).json() == mine.json()
+
+
 # --- the tests --------------------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from pydantic.json_schema import models_json_schema
 from onehazel import __version__
 from onehazel.api import errors
 from onehazel.api.observability import Metrics, Observability
-from onehazel.api.routes import audit, batch, entities, events, exports, meta, settings, states
+from onehazel.api.routes import analytics, audit, batch, entities, events, exports, meta, settings, states
 from onehazel.api.schemas import BODY_MODELS, EXPORT_LINE_MODELS
 from onehazel.services.container import Services
 
@@ -76,7 +76,7 @@ def create_app(
     )
     app.state.metrics = Metrics()
     errors.install(app)
-    for module in (settings, entities, events, states, exports, batch, audit):
+    for module in (settings, entities, events, states, exports, batch, audit, analytics):
         app.include_router(module.router, prefix=BASE)
     app.include_router(meta.router)
     app.add_middleware(Observability, metrics=app.state.metrics, base=BASE)

@@ -184,6 +184,40 @@ class StateList(_Wire):
     states: dict[str, StateValue]
 
 
+class EventCount(_Wire):
+    type: str | None = Field(default=None, description="Present when grouped by type")
+    day: str | None = Field(default=None, description="UTC date YYYY-MM-DD; present when grouped by day")
+    count: int
+
+
+class EventCounts(_Wire):
+    data: list[EventCount]
+    from_: Timestamp = Field(alias="from", description="Start of the range (inclusive)")
+    to: Timestamp = Field(description="End of the range (exclusive)")
+
+
+class TransactionSum(_Wire):
+    currency: str | None = Field(default=None, description="Present when grouped by currency")
+    type: str | None = Field(default=None, description="Transaction type (deposit, ...) if grouped by it")
+    count: int
+    sum: str = Field(description='Exact decimal sum of amount, e.g. "0.3"; scale as the largest amount\'s')
+
+
+class TransactionSums(_Wire):
+    data: list[TransactionSum]
+    from_: Timestamp = Field(alias="from", description="Start of the range (inclusive)")
+    to: Timestamp = Field(description="End of the range (exclusive)")
+
+
+class EntityCount(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    count: int = Field(description='Plus the group key: "type", or the attribute named by groupBy (any JSON)')
+
+
+class EntityCounts(_Wire):
+    data: list[EntityCount]
+
+
 class Health(_Wire):
     status: Literal["ok", "unavailable"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from onehazel.services.analytics import AnalyticsService
 from onehazel.services.audit import AuditService
 from onehazel.services.auth import AuthService
 from onehazel.services.batch import BatchService
@@ -27,6 +28,7 @@ class Services:
     audit: AuditService
     exports: ExportService
     rate_limits: RateLimitService
+    analytics: AnalyticsService
     batch: BatchService = field(init=False)
 
     def __post_init__(self) -> None:
@@ -44,6 +46,7 @@ class Services:
             audit=AuditService(core),
             exports=ExportService(core),
             rate_limits=RateLimitService(core),
+            analytics=AnalyticsService(core),
         )
 
     async def close(self) -> None:

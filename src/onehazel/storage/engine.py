@@ -9,6 +9,8 @@ another connection wrote in between, while an immediate one waits its turn
 
 from __future__ import annotations
 
+import decimal
+import re
 from typing import Any
 
 import orjson
@@ -17,6 +19,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
+from sqlalchemy.util import await_
 
 
 class DatabaseUrlError(ValueError):
@@ -83,10 +86,51 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
+        register_sqlite_functions(dbapi_conn)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+_DECIMAL_TEXT = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
+# Exact sums far beyond any amount the API accepts (40 digits each), like PostgreSQL numeric.
+_DECIMAL_CONTEXT = decimal.Context(prec=1000, traps=[decimal.InvalidOperation, decimal.Inexact])
+
+
+def is_decimal_text(value: object) -> bool:
+    """What both databases treat as a summable amount: a plain decimal string (see analytics)."""
+    return isinstance(value, str) and _DECIMAL_TEXT.match(value) is not None
+
+
+class DecimalSum:
+    """SQLite aggregate ``decimal_sum(text)``: the exact sum, rendered as PostgreSQL's numeric would.
+
+    The result keeps the largest scale of its inputs (``"0.30" + "0.2"`` is ``"0.50"``) and
+    never uses an exponent. Non-decimal inputs are skipped; no input gives NULL.
+    """
+
+    def __init__(self) -> None:
+        self.total: decimal.Decimal | None = None
+
+    def step(self, value: object) -> None:
+        if not is_decimal_text(value):
+            return
+        amount = decimal.Decimal(str(value))
+        self.total = amount if self.total is None else _DECIMAL_CONTEXT.add(self.total, amount)
+
+    def finalize(self) -> str | None:
+        if self.total is None:
+            return None
+        total = self.total.copy_abs() if self.total.is_zero() else self.total
+        return format(total, "f")
+
+
+def register_sqlite_functions(dbapi_conn: Any) -> None:
+    """Register the analytics functions on a new SQLite connection (in its driver thread)."""
+    dbapi_conn.create_function("onehazel_is_decimal", 1, is_decimal_text, deterministic=True)
+    driver = dbapi_conn.driver_connection
+    await_(driver._execute(driver._conn.create_aggregate, "decimal_sum", 1, DecimalSum))
 
 
 def is_postgres(conn: AsyncConnection) -> bool:

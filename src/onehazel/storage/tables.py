@@ -139,6 +139,8 @@ events = sa.Table(
     sa.Index(None, "workspace_id", "external_id", "ts", "seq", "event_id"),
     # Retention: a workspace's events older than a cut-off, in bounded chunks.
     sa.Index(None, "workspace_id", "ts"),
+    # Analytics: one type's events over a range (counts by type, transaction sums).
+    sa.Index(None, "workspace_id", "type", "ts"),
 )
 
 states = sa.Table(

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from onehazel.domain.errors import Unavailable
+from onehazel.storage.analytics import AnalyticsRepository
 from onehazel.storage.audit import AuditRepository
 from onehazel.storage.entities import EntityRepository
 from onehazel.storage.events import EventRepository
@@ -49,6 +50,7 @@ class UnitOfWork:
         self.rate_limits = RateLimitRepository(conn)
         self.retention = RetentionRepository(conn)
         self.audit = AuditRepository(conn)
+        self.analytics = AnalyticsRepository(conn)
 
 
 class Store:
