@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from onehazel.crypto.fingerprints import Fingerprinter
-from onehazel.domain.errors import ApiError, Detail, PiiUnreadable, ValidationFailed
+from onehazel.domain.errors import ApiError, Detail, ValidationFailed
 from onehazel.domain.templates import Template
 from onehazel.domain.validation import EventWrite, validate_entity, validate_event, validate_state
 from onehazel.domain.values import safe_text
@@ -141,7 +141,7 @@ async def _apply_events(
         pii = None
         if write.pii:
             try:
-                pii = _seal_pii(services, ws, entity[0], event_id, write)
+                pii = services.events.seal(ws, write.external_id, entity[0], event_id, write.pii)
             except ApiError as error:
                 outcomes[offset] = failure(index, write.fingerprint_source(), error)
                 continue
@@ -179,15 +179,6 @@ async def _apply_events(
         )
         outcomes[offset] = _replay(start + offset, write.external_id, event_id, same, warnings)
     return [o for o in outcomes if o is not None]
-
-
-def _seal_pii(
-    services: Services, ws: Workspace, data_key: str | None, event_id: str, write: EventWrite
-) -> dict[str, str]:
-    if data_key is None:
-        raise PiiUnreadable("this entity's key material was erased; its PII cannot be written")
-    cipher = services.core.cipher(ws, write.external_id, data_key)
-    return cipher.encrypt_fields(f"events/{event_id}/data", write.pii)
 
 
 def _error(index: int, external_id: str | None, code: str, message: str, path: str) -> dict[str, Any]:

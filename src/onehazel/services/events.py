@@ -80,7 +80,7 @@ class EventService:
         """
         entity = await live_entity(uow, ws, write.external_id)
         event_id = write.event_id or new_id("evt")
-        pii = self._seal(ws, entity, event_id, write) if write.pii else None
+        pii = self.seal(ws, entity.external_id, entity.data_key, event_id, write.pii) if write.pii else None
         record = self._record(write, fingerprints, pii=pii, event_id=event_id)
         if await uow.events.insert(ws.id, record):
             return self._wire(record, write.pii, write), True
@@ -114,9 +114,12 @@ class EventService:
             seq=self.core.seq.next(),
         )
 
-    def _seal(self, ws: Workspace, entity: EntityRecord, event_id: str, write: EventWrite) -> dict[str, str]:
-        cipher = self.core.cipher(ws, entity.external_id, entity.data_key)
-        return cipher.encrypt_fields(_pii_path(event_id), write.pii)
+    def seal(
+        self, ws: Workspace, external_id: str, data_key: str | None, event_id: str, pii: dict[str, Any]
+    ) -> dict[str, str]:
+        """An event's PII sealed under its entity's data key (single writes and batch chunks)."""
+        cipher = self.core.cipher(ws, external_id, data_key)
+        return cipher.encrypt_fields(_pii_path(event_id), pii)
 
     @staticmethod
     def _wire(record: EventRecord, pii: dict[str, Any], write: EventWrite) -> dict[str, Any]:

@@ -53,14 +53,6 @@ class EntityRepository:
         row = (await self.conn.execute(query)).first()
         return EntityRecord(**row._mapping) if row else None
 
-    async def get_many(self, workspace_id: str, external_ids: list[str]) -> dict[str, EntityRecord]:
-        if not external_ids:
-            return {}
-        query = _select().where(
-            entities.c.workspace_id == workspace_id, entities.c.external_id.in_(external_ids)
-        )
-        return {row.external_id: EntityRecord(**row._mapping) for row in await self.conn.execute(query)}
-
     async def key_states(
         self, workspace_id: str, external_ids: list[str]
     ) -> dict[str, tuple[str | None, bool]]:
