@@ -137,6 +137,17 @@ def is_postgres(conn: AsyncConnection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
+async def pg_driver(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under ``conn``, for hot-path statements prepared once per
+    connection (no SQLAlchemy compilation, arrays instead of thousands of parameters).
+    Inside a unit of work, SQLAlchemy's BEGIN is sent first so they join its transaction."""
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    if conn.in_transaction() and not driver.is_in_transaction():
+        await conn.execute(sa.text("SELECT 1"))
+    return driver
+
+
 def upsert(conn: AsyncConnection, table: sa.Table) -> Any:
     """An INSERT that supports ``on_conflict_do_*`` on either database."""
     return (postgresql.insert if is_postgres(conn) else sqlite.insert)(table)

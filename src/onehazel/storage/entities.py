@@ -12,9 +12,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from onehazel.storage.engine import upsert
+from onehazel.storage.engine import is_postgres, pg_driver, upsert
 from onehazel.storage.records import EntityRecord
 from onehazel.storage.tables import entities, entity_keys
+
+_PG_KEY_STATES = """
+SELECT e.external_id, k.data_key, e.deleted_at IS NOT NULL
+FROM entities e
+LEFT JOIN entity_keys k ON k.workspace_id = e.workspace_id AND k.external_id = e.external_id
+WHERE e.workspace_id = $1 AND e.external_id = ANY($2::text[])
+"""
 
 _COLUMNS = (
     entities.c.external_id,
@@ -60,6 +67,10 @@ class EntityRepository:
         batch events need only these, not the attributes."""
         if not external_ids:
             return {}
+        if is_postgres(self.conn):  # one prepared statement with an array, not 1000 parameters
+            driver = await pg_driver(self.conn)
+            found = await driver.fetch(_PG_KEY_STATES, workspace_id, external_ids)
+            return {row[0]: (row[1], row[2]) for row in found}
         query = (
             sa.select(entities.c.external_id, entity_keys.c.data_key, entities.c.deleted_at)
             .select_from(_WITH_KEYS)
