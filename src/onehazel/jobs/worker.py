@@ -115,6 +115,9 @@ class Worker:
                 log.exception("batch worker iteration failed; retrying")
             if not worked:
                 await self._idle(stop)
+        self._drop_ahead()
+
+    def _drop_ahead(self) -> None:
         if self._ahead is not None:
             self._ahead.cancel()
             self._ahead = None
@@ -140,6 +143,7 @@ class Worker:
         async with self.core.store.begin() as uow:
             job = await uow.jobs.claim_next(owner=self.owner, now=now, lease_until=now + self.lease)
         if job is None:
+            self._drop_ahead()  # what it read ahead was claimed elsewhere or is gone
             return False
         await self.process(job, stop or asyncio.Event())
         return True
@@ -162,7 +166,7 @@ class Worker:
                 template = await self._template(ws)
                 fingerprints = await self.core.fingerprinter(ws)  # also before the transaction
                 prepared = await self._prepared(ahead, job, batch, start, size, template, fingerprints)
-                ahead = self._look_ahead(ws, job, batch, start + size, size, template, fingerprints)
+                ahead = await self._look_ahead(ws, job, batch, start + size, size, template, fingerprints)
                 async with self.core.store.begin() as uow:
                     current = await uow.jobs.get(ws.id, job.id, lock=True)
                     if current is None or current.status != "processing" or current.lease_owner != self.owner:
@@ -218,7 +222,7 @@ class Worker:
         chunk = batch.items[start : start + size]
         return await prepare_events_async(template, chunk, start, fingerprints, clean=batch.clean)
 
-    def _look_ahead(
+    async def _look_ahead(
         self,
         ws: Workspace,
         job: JobRecord,
@@ -237,8 +241,8 @@ class Worker:
             return Ahead(job.id, start, batch).running(
                 prepare_events_async(template, chunk, start, fingerprints, clean=batch.clean)
             )
-        if self._ahead is None:
-            self._ahead = Ahead.next_job(self, ws, job, template, fingerprints)
+        if self._ahead is None and job.kind == "events":
+            self._ahead = await Ahead.next_job(self, ws, job, template, fingerprints)
         return None
 
     async def _template(self, ws: Workspace) -> Template | TemplateNotConfigured:
@@ -282,6 +286,9 @@ class Worker:
         """A job's items from its sealed payload; raises when they cannot be read."""
         async with self.core.store.begin() as uow:
             blob = await uow.jobs.payload(workspace_id, job_id)
+        return self.open_items(workspace_id, job_id, kind, blob)
+
+    def open_items(self, workspace_id: str, job_id: str, kind: str, blob: bytes | None) -> Items:
         if blob is None:
             raise DecryptionFailed("the job's payload is gone")
         raw = open_blob(self.core.keys, workspace_id, f"job/{job_id}", blob)
@@ -351,19 +358,28 @@ class Ahead:
         return self
 
     @classmethod
-    def next_job(
+    async def next_job(
         cls, worker: Worker, ws: Workspace, job: JobRecord, template: Template, fingerprints: Fingerprinter
-    ) -> Ahead:
-        """Read and check the workspace's next queued events job, if there is one."""
-        ahead = cls("", 0, None)
+    ) -> Ahead | None:
+        """Read the workspace's next queued events job, if any, and start checking it.
 
-        async def work() -> PreparedEvents | None:
+        The reads happen here, before the caller opens its chunk's transaction (with
+        SQLite's single connection they could not run during it); decrypting, parsing
+        and checking run in the task, beside the chunk's statements.
+        """
+        try:
             async with worker.core.store.begin() as uow:
                 queued = await uow.jobs.next_queued(ws.id, after_seq=job.seq)
-            if queued is None or queued[1] != "events":
-                return None
-            ahead.job_id = queued[0]
-            batch = await worker.read_items(ws.id, queued[0], "events")
+                if queued is None or queued[1] != "events":
+                    return None
+                blob = await uow.jobs.payload(ws.id, queued[0])
+        except Exception:  # only an optimisation: the job is read again in its turn
+            log.warning("reading the next job ahead failed", exc_info=True)
+            return None
+        ahead = cls(queued[0], 0, None)
+
+        async def work() -> PreparedEvents | None:
+            batch = worker.open_items(ws.id, queued[0], "events", blob)
             ahead.items = batch
             chunk = batch.items[: worker.chunk_sizes["events"]]
             return await prepare_events_async(template, chunk, 0, fingerprints, clean=batch.clean)
