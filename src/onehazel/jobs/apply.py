@@ -40,6 +40,8 @@ KINDS = ("entities", "events", "states")
 CHUNK_SIZE = {"entities": 250, "events": 5000, "states": 250}
 # Event items checked between two yields to the event loop when preparing ahead.
 PREPARE_SLICE = 250
+# Client eventIds probed to recognise a re-sent chunk before writing it.
+REPLAY_SAMPLE = 4
 
 
 def failure(index: int, item: Any, error: ApiError) -> dict[str, Any]:
@@ -204,8 +206,8 @@ async def _apply_events(
         outcomes[offset] = outcome
     entities = await uow.entities.key_states(ws.id, sorted({c.write.external_id for c in prepared.checked}))
     now = core.clock()
-    rows = EventColumns()
     written: list[_Checked] = []
+    sealed_pii: list[str | None] = []
     in_batch: dict[str, str] = {}
     # Repeats of an eventId seen earlier in this chunk are judged against what is
     # stored once the chunk's rows are in (the earlier item may itself conflict).
@@ -231,6 +233,17 @@ async def _apply_events(
             pii = orjson.dumps(sealed).decode()
         in_batch[item.event_id] = item.fingerprint
         written.append(item)
+        sealed_pii.append(pii)
+    # A re-sent chunk (its first client eventIds are stored already) is looked up first and
+    # only its new events are written; otherwise insert first and look up what conflicted.
+    existing: dict[str, str] = {}
+    if await _looks_replayed(uow, ws, written):
+        existing = await uow.events.fingerprints(ws.id, [c.event_id for c in written])
+    rows = EventColumns()
+    for item, pii in zip(written, sealed_pii, strict=True):
+        if item.event_id in existing:
+            continue
+        write = item.write
         rows.event_id.append(item.event_id)
         rows.external_id.append(write.external_id)
         rows.type.append(write.type)
@@ -239,11 +252,11 @@ async def _apply_events(
         rows.fingerprint.append(item.fingerprint)
         rows.timestamp.append(write.timestamp)
         rows.ts.append(write.ts if write.ts is not None else now)
-    rows.received_at = [now] * len(written)
-    rows.seq = [core.seq.next() for _ in written]
+    rows.received_at = [now] * len(rows.event_id)
+    rows.seq = [core.seq.next() for _ in rows.event_id]
     inserted = await uow.events.insert_many(ws.id, rows)
-    replayed = [c.event_id for c in written if c.event_id not in inserted]
-    existing = await uow.events.fingerprints(ws.id, replayed)
+    raced = [event_id for event_id in rows.event_id if event_id not in inserted]
+    existing.update(await uow.events.fingerprints(ws.id, raced))
     for item in written:
         index = start + item.offset
         if item.event_id in inserted:
@@ -258,6 +271,12 @@ async def _apply_events(
         stored = in_batch[item.event_id] if item.event_id in inserted else existing.get(item.event_id)
         outcomes[item.offset] = _judge_replay(start + item.offset, item, stored, fingerprints)
     return [o for o in outcomes if o is not None]
+
+
+async def _looks_replayed(uow: UnitOfWork, ws: Workspace, written: list[_Checked]) -> bool:
+    """Are the first few client-chosen eventIds of the chunk stored already (a re-send)?"""
+    sample = [c.event_id for c in written[:REPLAY_SAMPLE] if c.write.event_id is not None]
+    return bool(sample) and len(await uow.events.fingerprints(ws.id, sample)) == len(sample)
 
 
 def _judge_replay(
