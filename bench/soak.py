@@ -24,7 +24,8 @@ One run:
    ``applied: false``), batches of events / entities / states (polled to completion; the job's
    per-item outcomes say which items are acknowledged, and each must be the one expected: bad
    items, deleted or unknown entities and conflicting eventIds are mixed in), Idempotency-Key
-   resubmits, reads (one entity, entity listings and event listings with cursors, analytics),
+   resubmits (some batches gzip-compressed), reads (one entity, entity listings and event listings
+   with cursors, the subject-access export, analytics),
    and entity deletes, after which every write or read of that entity must answer 410;
    every answer is checked against what the client knows as it arrives;
 4. samples the server processes' RSS (sum of ``VmRSS`` over the server's process group) every
