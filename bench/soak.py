@@ -319,13 +319,26 @@ class Soak:
         attempts = 0
         while True:
             attempts += 1
+            trace: list[str] = []
+            record = _tracer(trace)
             started = time.perf_counter()
             try:
                 answer = await self.http.request(
-                    method, path, content=content, params=params, headers=all_headers
+                    method,
+                    path,
+                    content=content,
+                    params=params,
+                    headers=all_headers,
+                    extensions={"trace": record},
                 )
             except httpx.HTTPError as exc:
-                self.stats.fail("connection", f"{kind}: {method} {path}: {type(exc).__name__} {exc}")
+                fresh = any(e.startswith("connection.connect_tcp") for e in trace)
+                self.stats.fail(
+                    "connection",
+                    f"{kind}: {method} {path}: {type(exc).__name__} {exc} (cause {exc.__context__!r}) on a "
+                    f"{'new' if fresh else 'reused keep-alive'} connection after "
+                    f"{time.perf_counter() - started:.2f} s, at {trace[-1] if trace else '-'}",
+                )
                 return None
             elapsed = (time.perf_counter() - started) * 1000
             self.stats.requests += 1
@@ -353,6 +366,15 @@ class Soak:
                 await asyncio.sleep(random.uniform(0.005, 0.05) * attempts)
                 continue
             return answer
+
+
+def _tracer(events: list[str]) -> Callable[[str, dict[str, Any]], Coroutine[Any, Any, None]]:
+    """An httpx trace hook noting the transport's steps (was a new connection opened?)."""
+
+    async def record(event: str, info: dict[str, Any]) -> None:
+        events.append(event)
+
+    return record
 
 
 def _error_code(answer: httpx.Response) -> str | None:
