@@ -150,6 +150,14 @@ def _print_keys(created: Any, as_json: bool) -> None:
     typer.echo("Store these keys now: they are shown only once.")
 
 
+# Idle keep-alive connections stay open this long (uvicorn's default is 5 s). It must exceed the
+# idle expiry of client connection pools (httpx, and so this project's client: 5 s; proxies and
+# load balancers: often 60 s), so that the client, not the server, closes an idle connection:
+# when the server closes one at the moment a client reuses it, the request in flight fails with
+# a connection reset (bench/soak.py saw this under load with httpx's defaults).
+KEEP_ALIVE_SECONDS = 75
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -205,6 +213,7 @@ def serve(
         http="httptools",
         loop="uvloop",
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
 
 

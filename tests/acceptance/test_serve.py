@@ -318,6 +318,33 @@ def test_embedded_default_serves_with_no_configuration(
     stop_cleanly(again)
 
 
+def test_idle_keep_alive_connection_outlives_client_pool_expiry(
+    tmp_path: Path, start_server: Callable[..., Server]
+) -> None:
+    """A keep-alive connection idle for longer than httpx's pool expiry (5 s) is still open.
+
+    With uvicorn's default (the server closes idle connections after 5 s, the same as httpx
+    keeps them), a client reusing a connection just as the server closes it gets a connection
+    reset; bench/soak.py hit that under load. The client must be the one that closes first.
+    """
+    server = start_server(env=clean_env())
+    client_expiry = httpx.Limits().keepalive_expiry
+    assert client_expiry is not None
+    request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        for attempt in range(2):
+            if attempt:
+                time.sleep(client_expiry + 1.5)
+            sock.sendall(request)
+            answer = b""
+            while b'"status":"ok"' not in answer:
+                chunk = sock.recv(4096)
+                assert chunk, f"the server closed the connection (attempt {attempt}): {answer!r}"
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200"), answer
+    stop_cleanly(server)
+
+
 def test_postgres_server_after_migrate(
     tmp_path: Path, start_server: Callable[..., Server], empty_postgres_url: str
 ) -> None:
