@@ -12,6 +12,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from onehazel.storage import rollups
 from onehazel.storage.engine import is_postgres, upsert
 from onehazel.storage.records import EventRecord
 from onehazel.storage.tables import entities, events
@@ -67,7 +68,7 @@ SELECT $1, u.event_id, u.external_id, u.type, u.data::jsonb, u.pii::jsonb, u.fin
 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
             $9::int8[], $10::int8[], $11::int8[]) AS u({", ".join(_NAMES)})
 ON CONFLICT (workspace_id, event_id) DO NOTHING
-RETURNING event_id
+RETURNING workspace_id, event_id, ts, type, data
 """
 _PG_INSERT_MANY_IF_LIVE = f"""
 INSERT INTO events (workspace_id, {", ".join(_NAMES)})
@@ -77,8 +78,11 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
             $9::int8[], $10::int8[], $11::int8[]) AS u(workspace_id, {", ".join(_NAMES)})
 JOIN entities e ON e.workspace_id = u.workspace_id AND e.external_id = u.external_id AND e.deleted_at IS NULL
 ON CONFLICT (workspace_id, event_id) DO NOTHING
-RETURNING workspace_id, event_id
+RETURNING workspace_id, event_id, ts, type, data
 """
+# Each statement also appends the inserted rows' analytics deltas (storage/rollups.py).
+_PG_INSERT_MANY = rollups.pg_counting(_PG_INSERT_MANY, "event_id")
+_PG_INSERT_MANY_IF_LIVE = rollups.pg_counting(_PG_INSERT_MANY_IF_LIVE, "workspace_id, event_id")
 _SQLITE_INSERT = (
     f"INSERT INTO events (workspace_id, {', '.join(_NAMES)}) VALUES ({', '.join('?' * (len(_NAMES) + 1))})"
 )
@@ -117,7 +121,10 @@ class EventRepository:
             .values(_row(workspace_id, record))
             .on_conflict_do_nothing(index_elements=["workspace_id", "event_id"])
         )
-        return (await self.conn.execute(statement)).rowcount == 1
+        if (await self.conn.execute(statement)).rowcount != 1:
+            return False
+        await rollups.count_inserted(self.conn, workspace_id, [record.event_id])
+        return True
 
     async def insert_if_live(self, workspace_id: str, record: EventRecord) -> bool:
         """Append an event only if its entity exists and is not deleted and the eventId
@@ -137,7 +144,10 @@ class EventRepository:
             .on_conflict_do_nothing(index_elements=["workspace_id", "event_id"])
             .returning(events.c.event_id)
         )
-        return (await self.conn.execute(statement)).first() is not None
+        if (await self.conn.execute(statement)).first() is None:
+            return False
+        await rollups.count_inserted(self.conn, workspace_id, [record.event_id])
+        return True
 
     async def insert_many_if_live(self, rows: list[tuple[str, EventRecord]]) -> set[tuple[str, str]]:
         """``insert_if_live`` for many (workspace, event) pairs in one statement (group
@@ -176,6 +186,7 @@ class EventRepository:
         taken = set((await self.fingerprints(workspace_id, [r.event_id for r in records])).keys())
         fresh = [r for r in records if r.event_id not in taken]
         await driver.executemany(_SQLITE_INSERT, [(workspace_id, *_values(r)) for r in fresh])
+        await rollups.count_inserted(self.conn, workspace_id, [r.event_id for r in fresh])
         return {r.event_id for r in fresh}
 
     async def fingerprints(self, workspace_id: str, event_ids: list[str]) -> dict[str, str]:
