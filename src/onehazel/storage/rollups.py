@@ -22,7 +22,14 @@ sums. Rows whose count falls to 0 disappear.
 The rollup counts every stored event, whatever the state of its entity. Soft-deleted
 entities are excluded at query time: their events (those still stored) are read raw
 and subtracted, in the same statement, so a delete takes effect at once and no race
-between a delete and a concurrent write can leave a deleted entity's event counted.
+between a delete and a concurrent write can leave a deleted entity's event counted
+(writers check liveness without locking the entity, so a delete cannot know every event
+a write in flight will still add). That read costs one index probe per deleted entity
+and a heap fetch per event of theirs in the range (~7 us each from the OS cache); the
+retention sweep bounds it by purging deleted entities (``deletedEntitiesDays``), and a
+purge deletes their events with negative deltas. An event whose entity row no longer
+exists at all would count here and not in the raw join; the server leaves none (a
+tombstone's leftover events are deleted before the tombstone is).
 
 Sums are bucketed by the amount's scale (digits after the point) so that the result
 keeps the largest scale of the amounts that still count, exactly as ``numeric`` sums
