@@ -584,6 +584,35 @@ async def test_errors_and_warnings_are_capped_at_100_but_items_list_them_all(
     assert all(o["warnings"][0]["field"] == "currency" for o in warned)
 
 
+async def test_a_chunk_mixing_stored_and_new_event_ids_reports_each_one(api: Api, services: Services) -> None:
+    """Some eventIds of the chunk are already stored (one exact replay, one conflict), the
+    rest are new: exactly the new ones are written and each item says which case it was."""
+    await entity(api, "p-1")
+    for event_id in ("old-1", "old-2"):
+        body = {"eventId": event_id, "type": "transaction", "data": DEPOSIT}
+        assert (await api.post("/entities/p-1/events", json=body)).status_code == 201
+    other = {**DEPOSIT, "amount": "99.00"}
+    items = [
+        {"externalId": "p-1", "type": "transaction", "eventId": "new-1", "data": DEPOSIT},
+        {"externalId": "p-1", "type": "transaction", "eventId": "old-1", "data": DEPOSIT},
+        {"externalId": "p-1", "type": "transaction", "eventId": "old-2", "data": other},
+        {"externalId": "p-1", "type": "transaction", "eventId": "new-2", "data": other},
+    ]
+    job, outcomes = await run(api, services, "events", items)
+    assert [(o["status"], o["eventId"]) for o in outcomes] == [
+        ("succeeded", "new-1"),
+        ("duplicate", "old-1"),
+        ("failed", "old-2"),
+        ("succeeded", "new-2"),
+    ]
+    assert outcomes[2]["error"]["code"] == "event_id_conflict"
+    stored = {e["eventId"]: e["data"]["amount"] for e in await events_of(api, "p-1")}
+    assert stored == {"old-1": "10.50", "old-2": "10.50", "new-1": "10.50", "new-2": "99.00"}
+    _, repeated = await run(api, services, "events", items)  # the whole chunk re-sent
+    assert [o["status"] for o in repeated] == ["duplicate", "duplicate", "failed", "duplicate"]
+    assert await count(services, events, await workspace_id(services, api)) == 4
+
+
 async def test_item_pages_cover_every_outcome_exactly_once(
     api: Api, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -422,3 +422,42 @@ async def test_money_in_a_job_is_exact(services: Services) -> None:
     stored = await stored_amounts(services, ws)
     assert stored == sorted(amounts)
     assert sum(Decimal(a) for a in stored) == Decimal("112345678901234567890.41")
+
+
+# --- reading ahead --------------------------------------------------------------------------------
+
+
+async def test_jobs_checked_ahead_are_applied_against_the_data_at_their_turn(services: Services) -> None:
+    """The worker checks the next queued job while it writes the current one. What it
+    prepared ahead is only validation: an entity deleted in between still fails the
+    next job's events, and nothing of them is stored."""
+    ws = await tenant(services)
+    for external_id in ("p-0", "p-1"):
+        await services.entities.upsert(ws, {"externalId": external_id, "type": "player"})
+    first = await accept(services, ws, "events", deposits(3, "p-0"))
+    second = await accept(services, ws, "events", deposits(4, "p-1"))
+    worker = Worker(services)
+    assert await worker.run_once()  # the first job; the second is read and checked meanwhile
+    assert worker._ahead is not None
+    assert worker._ahead.job_id == second
+    await services.entities.delete(ws, "p-1")
+    assert await worker.run_once()
+    assert [o["status"] for o in await outcomes_of(services, ws, first)] == ["succeeded"] * 3
+    late = await outcomes_of(services, ws, second)
+    assert [o["error"]["code"] for o in late] == ["entity_deleted"] * 4
+    assert await count(services, events, ws, events.c.external_id == "p-1") == 0
+
+
+async def test_a_job_read_ahead_and_taken_by_another_worker_is_applied_once(services: Services) -> None:
+    ws = await tenant(services)
+    await services.entities.upsert(ws, {"externalId": "p-0", "type": "player"})
+    await accept(services, ws, "events", deposits(2))
+    second = await accept(services, ws, "events", deposits(5))
+    early, other = Worker(services), Worker(services)
+    assert await early.run_once()  # reads the second job ahead ...
+    assert early._ahead is not None
+    assert await other.run_once()  # ... which another worker claims and applies
+    assert not await early.run_once()  # nothing left: the look-ahead is dropped, not applied
+    assert early._ahead is None
+    assert [o["status"] for o in await outcomes_of(services, ws, second)] == ["succeeded"] * 5
+    assert await count(services, events, ws) == 7

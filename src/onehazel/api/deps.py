@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
+from starlette.types import Scope
 
 from onehazel.api.observability import RATE_LIMIT_HEADERS, SLASH, Metrics
 from onehazel.domain.errors import Detail, RateLimited, ValidationFailed
@@ -41,8 +42,12 @@ async def current_workspace(request: Request, services: ServicesDep) -> Workspac
     The verdict goes into the scope, where the Observability middleware turns it into
     the RateLimit-Policy and RateLimit headers of whatever response follows.
     """
-    ws = await services.auth.authenticate(request.headers.get("authorization"))
-    scope = request.scope
+    return await admit(services, request.scope, request.headers.get("authorization"))
+
+
+async def admit(services: Services, scope: Scope, authorization: str | None) -> Workspace:
+    """``current_workspace`` for any ASGI scope (the routes' dependency and the hot path)."""
+    ws = await services.auth.authenticate(authorization)
     decision = await services.rate_limits.check(ws, traffic_class(scope["method"], scope["path"]))
     scope[RATE_LIMIT_HEADERS] = rate_limit_headers(decision)
     if not decision.allowed:
@@ -82,6 +87,11 @@ async def external_id_path(
         ),
     ],
 ) -> str:
+    return checked_external_id(external_id)
+
+
+def checked_external_id(external_id: str) -> str:
+    """A path's externalId ("/" travels as ``SLASH``), or 422 naming the rule it breaks."""
     value = external_id.replace(SLASH, "/")
     try:
         return check_identifier(value, what="externalId")

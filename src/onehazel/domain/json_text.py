@@ -8,12 +8,25 @@ float), ``NaN``/``Infinity`` are refused, and every failure is the contract's
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
 from onehazel.domain.errors import InvalidJson
+
+# A JSON escape that can put NUL or half of a surrogate pair into a string. Raw
+# bytes cannot: control characters must be escaped in JSON strings, and strict
+# UTF-8 has no surrogates. An escaped backslash before "u0000" also matches,
+# which only costs the shortcut.
+_RISKY_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+
+
+def strings_are_clean(raw: bytes) -> bool:
+    """True when no string in the JSON document ``raw`` can hold NUL or a lone
+    surrogate, so validation may skip searching every string for them."""
+    return b"\\u" not in raw or _RISKY_ESCAPE.search(raw) is None
 
 
 def _reject_constant(name: str) -> Any:

@@ -19,6 +19,7 @@ bounded in ``values.py``.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -28,6 +29,7 @@ import orjson
 from onehazel.domain.errors import Detail, ValidationFailed
 from onehazel.domain.templates import FieldSpec, Template
 from onehazel.domain.values import (
+    MAX_ID_LENGTH,
     ValueProblem,
     check_identifier,
     check_storable,
@@ -61,7 +63,7 @@ class EntityWrite:
     warnings: list[Warning] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class EventWrite:
     external_id: str
     type: str
@@ -71,6 +73,8 @@ class EventWrite:
     timestamp: str | None
     ts: int | None
     warnings: list[Warning] = field(default_factory=list)
+    plain_json: bytes | None = None
+    """``plain`` as compact JSON when validation already encoded it (to measure it)."""
 
     def fingerprint_source(self) -> dict[str, Any]:
         """What the client sent, normalised: equal sources mean an exact replay."""
@@ -286,7 +290,15 @@ def validate_entity(template: Template, body: Any) -> EntityWrite:
     return EntityWrite(external_id=external_id, type=str(type_), plain=plain, pii=pii)
 
 
-def validate_event(template: Template, body: Any) -> EventWrite:
+def validate_event(template: Template, body: Any, *, clean: bool = False) -> EventWrite:
+    """``clean``: the caller knows no string in ``body`` holds NUL or a lone surrogate
+    (see ``json_text.strings_are_clean``), so strings need not be searched for them."""
+    fast = _event_fast(template, body, clean)
+    return fast if fast is not None else validate_event_fully(template, body)
+
+
+def validate_event_fully(template: Template, body: Any) -> EventWrite:
+    """Every rule, every problem reported: what decides whenever the fast path declines."""
     body = _require_object(body)
     problems = _Problems()
     _unknown_members(body, _EVENT_MEMBERS, problems)
@@ -325,6 +337,92 @@ def validate_event(template: Template, body: Any) -> EventWrite:
         ts=ts,
         warnings=warnings,
     )
+
+
+_SIMPLE_ID = re.compile(f"[^\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]{{1,{MAX_ID_LENGTH}}}")
+_SIMPLE_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")  # at most 40 characters: checked apart
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def _event_fast(template: Template, body: Any, clean: bool) -> EventWrite | None:
+    """The common, valid event in one tight pass; None means "not simple": the full
+    validator then decides (and words any error). For every body it accepts, the
+    result equals the full validator's (a property test holds it to that)."""
+    if type(body) is not dict or not body.keys() <= _EVENT_MEMBERS:
+        return None
+    external_id = body.get("externalId")
+    if type(external_id) is not str or _SIMPLE_ID.fullmatch(external_id) is None:
+        return None
+    event_id = body.get("eventId")
+    if event_id is not None and (type(event_id) is not str or _SIMPLE_ID.fullmatch(event_id) is None):
+        return None
+    type_ = body.get("type")
+    if type(type_) is not str:
+        return None
+    event_type = template.event_types.get(type_)
+    if event_type is None:
+        return None
+    timestamp = body.get("timestamp")
+    ts = None
+    if timestamp is not None:
+        try:
+            ts = parse_timestamp(timestamp)
+        except ValueProblem:
+            return None
+    data = body.get("data")
+    plain: dict[str, Any] = {}
+    pii: dict[str, Any] = {}
+    if data is not None:
+        if type(data) is not dict or len(data) > MAX_FIELDS:
+            return None
+        specs = event_type.fields
+        for name, value in data.items():
+            if not clean and _BAD_TEXT.search(name) is not None:
+                return None
+            spec = specs.get(name)
+            kind = type(value)
+            if kind is str:
+                if not clean and _BAD_TEXT.search(value) is not None:
+                    return None
+                if spec is not None:
+                    check = spec.type
+                    if check == "decimal":
+                        if len(value) > 40 or _SIMPLE_DECIMAL.fullmatch(value) is None:
+                            return None
+                    elif check == "string":
+                        if spec.enum is not None and value not in spec.enum:
+                            return None
+                    elif check == "timestamp":
+                        try:
+                            parse_timestamp(value)
+                        except ValueProblem:
+                            return None
+                    elif check != "any":
+                        return None
+            elif kind is int:
+                if spec is not None and spec.type not in _INT_AS_IS:
+                    return None
+            elif kind is bool:
+                if spec is not None and spec.type not in _BOOL_AS_IS:
+                    return None
+            elif value is not None:
+                return None  # decimals, floats, objects, arrays: the full validator
+            (pii if spec is not None and spec.pii else plain)[name] = value
+    encoded = orjson.dumps({**plain, **pii} if pii else plain)
+    if len(encoded) > MAX_ITEM_BYTES:
+        return None
+    warnings: list[Warning] = []
+    for name in event_type.required:
+        if plain.get(name) is None and pii.get(name) is None:
+            message = f"{type_} events should carry data.{name}"
+            warnings.append(Warning("missing_required_field", name, message))
+    return EventWrite(
+        external_id, type_, plain, pii, event_id, timestamp, ts, warnings, None if pii else encoded
+    )
+
+
+_INT_AS_IS = frozenset({"number", "integer", "any"})
+_BOOL_AS_IS = frozenset({"boolean", "any"})
 
 
 def validate_state(template: Template, body: Any) -> StateWrite:

@@ -14,7 +14,12 @@ identical to the single endpoints.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from onehazel.crypto.fingerprints import Fingerprinter
 from onehazel.domain.errors import ApiError, Detail, ValidationFailed
@@ -23,7 +28,7 @@ from onehazel.domain.validation import EventWrite, validate_entity, validate_eve
 from onehazel.domain.values import safe_text
 from onehazel.domain.workspace import Workspace
 from onehazel.services.ids import new_id
-from onehazel.storage.records import EventRecord
+from onehazel.storage.events import EventColumns
 from onehazel.storage.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
@@ -33,6 +38,10 @@ KINDS = ("entities", "events", "states")
 # Events: a whole 5000-event batch per transaction (fewer commits/fsyncs; a crash
 # redoes at most one batch). Entities and states go item by item, so smaller.
 CHUNK_SIZE = {"entities": 250, "events": 5000, "states": 250}
+# Event items checked between two yields to the event loop when preparing ahead.
+PREPARE_SLICE = 250
+# Client eventIds probed to recognise a re-sent chunk before writing it.
+REPLAY_SAMPLE = 4
 
 
 def failure(index: int, item: Any, error: ApiError) -> dict[str, Any]:
@@ -74,13 +83,18 @@ async def apply_chunk(
     items: list[Any],
     start: int,
     fingerprints: Fingerprinter,
+    prepared: PreparedEvents | None = None,
 ) -> list[dict[str, Any]]:
     """Apply ``items`` (indexes ``start``..) and return one outcome per item, in order.
 
     ``fingerprints`` (``core.fingerprinter(ws)``) must be fetched before ``uow`` opened.
+    ``prepared`` may carry the events' checks, done ahead (:func:`prepare_events_async`);
+    it is used only if made for these items with this template and secret.
     """
     if kind == "events":
-        return await _apply_events(services, uow, ws, template, items, start, fingerprints)
+        if prepared is None or not prepared.fits(template, fingerprints, start, len(items)):
+            prepared = prepare_events(template, items, start, fingerprints)
+        return await _apply_events(services, uow, ws, prepared)
     outcomes = []
     for offset, item in enumerate(items):
         index = start + offset
@@ -98,87 +112,181 @@ async def apply_chunk(
     return outcomes
 
 
-async def _apply_events(
-    services: Services,
-    uow: UnitOfWork,
-    ws: Workspace,
-    template: Template,
-    items: list[Any],
-    start: int,
-    fingerprints: Fingerprinter,
-) -> list[dict[str, Any]]:
-    core = services.core
-    outcomes: list[dict[str, Any] | None] = [None] * len(items)
-    writes: list[tuple[int, EventWrite]] = []
+@dataclass(slots=True)
+class _Checked:
+    """One valid event item: everything about it that needs no database."""
+
+    offset: int
+    write: EventWrite
+    event_id: str
+    fingerprint: str
+    data: str
+    """The plain (non-PII) data as JSON text, ready for the INSERT."""
+    warnings: list[dict[str, str]]
+
+
+@dataclass
+class PreparedEvents:
+    """A chunk of event items validated, given eventIds and fingerprinted.
+
+    Pure CPU work, so the worker can do it for the next chunk while the
+    database writes the current one. It is only used with the template and
+    fingerprint secret it was made with (:meth:`fits`).
+    """
+
+    template: Template
+    fingerprints: Fingerprinter
+    start: int
+    count: int
+    clean: bool = False
+    """No string in the items can hold NUL or a lone surrogate (``strings_are_clean``)."""
+    failed: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    checked: list[_Checked] = field(default_factory=list)
+
+    def fits(self, template: Template, fingerprints: Fingerprinter, start: int, count: int) -> bool:
+        return (
+            self.template is template
+            and self.fingerprints.version == fingerprints.version
+            and self.start == start
+            and self.count == count
+        )
+
+
+def _check_steps(prepared: PreparedEvents, items: list[Any]) -> Iterator[None]:
+    """Fill ``prepared`` from ``items``, pausing (yield) every ``PREPARE_SLICE`` items."""
+    template, fingerprints, start = prepared.template, prepared.fingerprints, prepared.start
+    clean, failed, checked = prepared.clean, prepared.failed, prepared.checked
+    dumps = orjson.dumps
     for offset, item in enumerate(items):
+        if offset % PREPARE_SLICE == PREPARE_SLICE - 1:
+            yield
         try:
-            writes.append((offset, validate_event(template, item)))
+            write = validate_event(template, item, clean=clean)
         except ValidationFailed as error:
-            outcomes[offset] = failure(start + offset, item, error)
-    entities = await uow.entities.key_states(ws.id, sorted({w.external_id for _, w in writes}))
+            failed.append((offset, failure(start + offset, item, error)))
+            continue
+        checked.append(
+            _Checked(
+                offset,
+                write,
+                write.event_id or new_id("evt"),
+                fingerprints.of(write.fingerprint_source()),
+                (write.plain_json or dumps(write.plain)).decode(),
+                [w.to_wire() for w in write.warnings] if write.warnings else [],
+            )
+        )
+
+
+def prepare_events(
+    template: Template, items: list[Any], start: int, fingerprints: Fingerprinter, *, clean: bool = False
+) -> PreparedEvents:
+    prepared = PreparedEvents(template, fingerprints, start, len(items), clean)
+    for _ in _check_steps(prepared, items):
+        pass
+    return prepared
+
+
+async def prepare_events_async(
+    template: Template, items: list[Any], start: int, fingerprints: Fingerprinter, *, clean: bool = False
+) -> PreparedEvents:
+    """:func:`prepare_events` in slices, letting the event loop run between them (HTTP
+    requests, the database round trips of the chunk being written)."""
+    prepared = PreparedEvents(template, fingerprints, start, len(items), clean)
+    for _ in _check_steps(prepared, items):
+        await asyncio.sleep(0)
+    return prepared
+
+
+async def _apply_events(
+    services: Services, uow: UnitOfWork, ws: Workspace, prepared: PreparedEvents
+) -> list[dict[str, Any]]:
+    core, fingerprints, start = services.core, prepared.fingerprints, prepared.start
+    outcomes: list[dict[str, Any] | None] = [None] * prepared.count
+    for offset, outcome in prepared.failed:
+        outcomes[offset] = outcome
+    entities = await uow.entities.key_states(ws.id, sorted({c.write.external_id for c in prepared.checked}))
     now = core.clock()
-    rows: list[tuple[int, EventWrite, EventRecord, dict[str, Any]]] = []
+    written: list[_Checked] = []
+    sealed_pii: list[str | None] = []
     in_batch: dict[str, str] = {}
     # Repeats of an eventId seen earlier in this chunk are judged against what is
     # stored once the chunk's rows are in (the earlier item may itself conflict).
-    repeats: list[tuple[int, EventWrite, str, list[dict[str, Any]], str]] = []
-    for offset, write in writes:
+    repeats: list[_Checked] = []
+    for item in prepared.checked:
+        write, offset = item.write, item.offset
         entity = entities.get(write.external_id)
-        index = start + offset
         if entity is None or entity[1]:
             code = "entity_not_found" if entity is None else "entity_deleted"
             message = "no entity with this externalId" if entity is None else "this entity was deleted"
-            outcomes[offset] = _error(index, write.external_id, code, message, "externalId")
+            outcomes[offset] = _error(start + offset, write.external_id, code, message, "externalId")
             continue
-        source = write.fingerprint_source()
-        fingerprint = fingerprints.of(source)
-        event_id = write.event_id or new_id("evt")
-        warnings = [w.to_wire() for w in write.warnings]
-        if event_id in in_batch:
-            repeats.append((offset, write, event_id, warnings, fingerprint))
+        if item.event_id in in_batch:
+            repeats.append(item)
             continue
-        in_batch[event_id] = fingerprint
         pii = None
         if write.pii:
             try:
-                pii = services.events.seal(ws, write.external_id, entity[0], event_id, write.pii)
+                sealed = services.events.seal(ws, write.external_id, entity[0], item.event_id, write.pii)
             except ApiError as error:
-                outcomes[offset] = failure(index, write.fingerprint_source(), error)
+                outcomes[offset] = failure(start + offset, write.fingerprint_source(), error)
                 continue
-        record = EventRecord(
-            event_id=event_id,
-            external_id=write.external_id,
-            type=write.type,
-            data=write.plain,
-            pii=pii,
-            fingerprint=fingerprint,
-            timestamp=write.timestamp,
-            ts=write.ts if write.ts is not None else now,
-            received_at=now,
-            seq=core.seq.next(),
-        )
-        rows.append((offset, write, record, {"warnings": warnings}))
-    inserted = await uow.events.insert_many(ws.id, [r for _, _, r, _ in rows])
-    existing = await uow.events.fingerprints(
-        ws.id, [r.event_id for _, _, r, _ in rows if r.event_id not in inserted]
-    )
-    for offset, write, record, extra in rows:
-        index = start + offset
-        if record.event_id in inserted:
-            outcomes[offset] = success(index, write.external_id, extra["warnings"], eventId=record.event_id)
+            pii = orjson.dumps(sealed).decode()
+        in_batch[item.event_id] = item.fingerprint
+        written.append(item)
+        sealed_pii.append(pii)
+    # A re-sent chunk (its first client eventIds are stored already) is looked up first and
+    # only its new events are written; otherwise insert first and look up what conflicted.
+    existing: dict[str, str] = {}
+    if await _looks_replayed(uow, ws, written):
+        existing = await uow.events.fingerprints(ws.id, [c.event_id for c in written])
+    rows = EventColumns()
+    for item, pii in zip(written, sealed_pii, strict=True):
+        if item.event_id in existing:
+            continue
+        write = item.write
+        rows.event_id.append(item.event_id)
+        rows.external_id.append(write.external_id)
+        rows.type.append(write.type)
+        rows.data.append(item.data)
+        rows.pii.append(pii)
+        rows.fingerprint.append(item.fingerprint)
+        rows.timestamp.append(write.timestamp)
+        rows.ts.append(write.ts if write.ts is not None else now)
+    rows.received_at = [now] * len(rows.event_id)
+    rows.seq = [core.seq.next() for _ in rows.event_id]
+    inserted = await uow.events.insert_many(ws.id, rows)
+    raced = [event_id for event_id in rows.event_id if event_id not in inserted]
+    existing.update(await uow.events.fingerprints(ws.id, raced))
+    for item in written:
+        index = start + item.offset
+        if item.event_id in inserted:
+            outcome = {"index": index, "status": "succeeded", "externalId": item.write.external_id}
+            outcome["eventId"] = item.event_id
+            if item.warnings:
+                outcome["warnings"] = item.warnings
+            outcomes[item.offset] = outcome
         else:
-            stored = existing.get(record.event_id)
-            same = stored is not None and fingerprints.same(
-                write.fingerprint_source(), stored, computed=record.fingerprint
-            )
-            outcomes[offset] = _replay(index, write.external_id, record.event_id, same, extra["warnings"])
-    for offset, write, event_id, warnings, fingerprint in repeats:
-        stored = in_batch[event_id] if event_id in inserted else existing.get(event_id)
-        same = stored is not None and fingerprints.same(
-            write.fingerprint_source(), stored, computed=fingerprint
-        )
-        outcomes[offset] = _replay(start + offset, write.external_id, event_id, same, warnings)
+            outcomes[item.offset] = _judge_replay(index, item, existing.get(item.event_id), fingerprints)
+    for item in repeats:
+        stored = in_batch[item.event_id] if item.event_id in inserted else existing.get(item.event_id)
+        outcomes[item.offset] = _judge_replay(start + item.offset, item, stored, fingerprints)
     return [o for o in outcomes if o is not None]
+
+
+async def _looks_replayed(uow: UnitOfWork, ws: Workspace, written: list[_Checked]) -> bool:
+    """Are the first few client-chosen eventIds of the chunk stored already (a re-send)?"""
+    sample = [c.event_id for c in written[:REPLAY_SAMPLE] if c.write.event_id is not None]
+    return bool(sample) and len(await uow.events.fingerprints(ws.id, sample)) == len(sample)
+
+
+def _judge_replay(
+    index: int, item: _Checked, stored: str | None, fingerprints: Fingerprinter
+) -> dict[str, Any]:
+    write = item.write
+    same = stored is not None and fingerprints.same(
+        write.fingerprint_source(), stored, computed=item.fingerprint
+    )
+    return _replay(index, write.external_id, item.event_id, same, item.warnings)
 
 
 def _error(index: int, external_id: str | None, code: str, message: str, path: str) -> dict[str, Any]:

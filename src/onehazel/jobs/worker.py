@@ -20,23 +20,31 @@ import logging
 import os
 import secrets
 import socket
-from dataclasses import replace
+from collections.abc import Coroutine
+from dataclasses import dataclass, replace
 from typing import Any
 
 from onehazel.crypto.blobs import open_blob
 from onehazel.crypto.fields import DecryptionFailed
 from onehazel.crypto.fingerprints import Fingerprinter
 from onehazel.domain.errors import ApiError, TemplateNotConfigured
-from onehazel.domain.json_text import parse_json
+from onehazel.domain.json_text import parse_json, strings_are_clean
 from onehazel.domain.templates import Template
 from onehazel.domain.workspace import Workspace
-from onehazel.jobs.apply import CHUNK_SIZE, apply_chunk, failure
+from onehazel.jobs.apply import (
+    CHUNK_SIZE,
+    PreparedEvents,
+    apply_chunk,
+    failure,
+    prepare_events_async,
+)
 from onehazel.services.container import Services
 from onehazel.storage.jobs import JobRecord
 
 log = logging.getLogger("onehazel.worker")
 
 DAY_MICROS = 86_400 * 1_000_000
+UNREADABLE = (DecryptionFailed, ApiError, KeyError, TypeError, LookupError)
 KEEP_ERRORS = 100
 SWEEP_SECONDS = 60.0
 
@@ -90,6 +98,7 @@ class Worker:
         if events_chunk is not None:
             self.chunk_sizes["events"] = max(1, int(events_chunk))
         self.owner = f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._ahead: Ahead | None = None  # the workspace's next job, read and checked ahead
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; storage outages are logged and retried."""
@@ -106,6 +115,12 @@ class Worker:
                 log.exception("batch worker iteration failed; retrying")
             if not worked:
                 await self._idle(stop)
+        self._drop_ahead()
+
+    def _drop_ahead(self) -> None:
+        if self._ahead is not None:
+            self._ahead.cancel()
+            self._ahead = None
 
     async def _idle(self, stop: asyncio.Event) -> None:
         waiting = self.core.jobs_waiting
@@ -128,37 +143,107 @@ class Worker:
         async with self.core.store.begin() as uow:
             job = await uow.jobs.claim_next(owner=self.owner, now=now, lease_until=now + self.lease)
         if job is None:
+            self._drop_ahead()  # what it read ahead was claimed elsewhere or is gone
             return False
         await self.process(job, stop or asyncio.Event())
         return True
 
     async def process(self, job: JobRecord, stop: asyncio.Event) -> None:
         ws = Workspace(id=job.workspace_id, operator_id="", mode="", key_id="worker")
-        items = await self._items(job)
-        if items is None:
+        ahead = await self._take_ahead(job)
+        batch = ahead.items if ahead is not None and ahead.items is not None else await self._items(job)
+        if batch is None:
             return
+        items = batch.items
         size = self.chunk_sizes[job.kind]
-        while True:
-            if stop.is_set():
+        start = job.processed
+        try:
+            while True:
+                if stop.is_set():
+                    async with self.core.store.begin() as uow:
+                        await uow.jobs.release(ws.id, job.id, owner=self.owner)
+                    return
+                template = await self._template(ws)
+                fingerprints = await self.core.fingerprinter(ws)  # also before the transaction
+                prepared = await self._prepared(ahead, job, batch, start, size, template, fingerprints)
+                ahead = await self._look_ahead(ws, job, batch, start + size, size, template, fingerprints)
                 async with self.core.store.begin() as uow:
-                    await uow.jobs.release(ws.id, job.id, owner=self.owner)
-                return
-            template = await self._template(ws)
-            fingerprints = await self.core.fingerprinter(ws)  # also before the transaction
-            async with self.core.store.begin() as uow:
-                current = await uow.jobs.get(ws.id, job.id, lock=True)
-                if current is None or current.status != "processing" or current.lease_owner != self.owner:
-                    return  # the lease lapsed and another worker took over
-                chunk = items[current.processed : current.processed + size]
-                outcomes = await self._apply(uow, ws, current, chunk, template, fingerprints)
-                now = self.core.clock()
-                updated = advance(current, outcomes, now=now, lease_until=now + self.lease)
-                if chunk:
-                    await uow.jobs.add_chunk(ws.id, job.id, start_index=current.processed, outcomes=outcomes)
-                await uow.jobs.save_progress(updated)
-            if updated.status != "processing":
-                log.info("job finished", extra={"fields": {"jobId": job.id, "total": job.total}})
-                return
+                    current = await uow.jobs.get(ws.id, job.id, lock=True)
+                    if current is None or current.status != "processing" or current.lease_owner != self.owner:
+                        return  # the lease lapsed and another worker took over
+                    chunk = items[current.processed : current.processed + size]
+                    outcomes = await self._apply(uow, ws, current, chunk, template, fingerprints, prepared)
+                    now = self.core.clock()
+                    updated = advance(current, outcomes, now=now, lease_until=now + self.lease)
+                    if chunk:
+                        await uow.jobs.add_chunk(
+                            ws.id, job.id, start_index=current.processed, outcomes=outcomes
+                        )
+                    await uow.jobs.save_progress(updated)
+                start = updated.processed
+                if updated.status != "processing":
+                    log.info("job finished", extra={"fields": {"jobId": job.id, "total": job.total}})
+                    return
+        finally:
+            if ahead is not None and ahead.job_id == job.id:
+                ahead.cancel()  # a chunk of this job that will not be applied by this call
+
+    async def _take_ahead(self, job: JobRecord) -> Ahead | None:
+        """The look-ahead made for ``job`` while the previous job was applied, if any."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return None
+        if ahead.job_id and ahead.job_id != job.id:
+            ahead.cancel()
+            return None
+        prepared = await ahead.result()
+        if prepared is None or ahead.job_id != job.id or ahead.items is None or job.processed != 0:
+            return None
+        return ahead
+
+    async def _prepared(
+        self,
+        ahead: Ahead | None,
+        job: JobRecord,
+        batch: Items,
+        start: int,
+        size: int,
+        template: Template | TemplateNotConfigured,
+        fingerprints: Fingerprinter,
+    ) -> PreparedEvents | None:
+        """The checked events of the chunk at ``start``: from the look-ahead when it was made
+        for exactly that chunk, else checked now (in slices, outside the transaction)."""
+        if job.kind != "events" or isinstance(template, TemplateNotConfigured):
+            return None
+        if ahead is not None and ahead.job_id == job.id and ahead.start == start:
+            prepared = await ahead.result()
+            if prepared is not None:
+                return prepared
+        chunk = batch.items[start : start + size]
+        return await prepare_events_async(template, chunk, start, fingerprints, clean=batch.clean)
+
+    async def _look_ahead(
+        self,
+        ws: Workspace,
+        job: JobRecord,
+        batch: Items,
+        start: int,
+        size: int,
+        template: Template | TemplateNotConfigured,
+        fingerprints: Fingerprinter,
+    ) -> Ahead | None:
+        """Start checking the next chunk (of this job, or of the workspace's next queued
+        job) while this one is written: CPU work that fills the database round trips."""
+        if isinstance(template, TemplateNotConfigured):
+            return None
+        if job.kind == "events" and start < len(batch.items):
+            chunk = batch.items[start : start + size]
+            return Ahead(job.id, start, batch).running(
+                prepare_events_async(template, chunk, start, fingerprints, clean=batch.clean)
+            )
+        if self._ahead is None and job.kind == "events":
+            self._ahead = await Ahead.next_job(self, ws, job, template, fingerprints)
+        return None
 
     async def _template(self, ws: Workspace) -> Template | TemplateNotConfigured:
         """The template, read before the chunk's transaction opens.
@@ -181,6 +266,7 @@ class Worker:
         chunk: list[Any],
         template: Template | TemplateNotConfigured,
         fingerprints: Fingerprinter,
+        prepared: PreparedEvents | None,
     ) -> list[dict[str, Any]]:
         if isinstance(template, TemplateNotConfigured):
             return [failure(job.processed + i, item, template) for i, item in enumerate(chunk)]
@@ -193,19 +279,27 @@ class Worker:
             items=chunk,
             start=job.processed,
             fingerprints=fingerprints,
+            prepared=prepared,
         )
 
-    async def _items(self, job: JobRecord) -> list[Any] | None:
-        """The job's items, or None after marking an unreadable job as failed."""
+    async def read_items(self, workspace_id: str, job_id: str, kind: str) -> Items:
+        """A job's items from its sealed payload; raises when they cannot be read."""
         async with self.core.store.begin() as uow:
-            blob = await uow.jobs.payload(job.workspace_id, job.id)
+            blob = await uow.jobs.payload(workspace_id, job_id)
+        return self.open_items(workspace_id, job_id, kind, blob)
+
+    def open_items(self, workspace_id: str, job_id: str, kind: str, blob: bytes | None) -> Items:
+        if blob is None:
+            raise DecryptionFailed("the job's payload is gone")
+        raw = open_blob(self.core.keys, workspace_id, f"job/{job_id}", blob)
+        document = parse_json(raw)
+        return Items(document[kind], strings_are_clean(raw))
+
+    async def _items(self, job: JobRecord) -> Items | None:
+        """The job's items, or None after marking an unreadable job as failed."""
         try:
-            if blob is None:
-                raise DecryptionFailed("the job's payload is gone")
-            document = parse_json(open_blob(self.core.keys, job.workspace_id, f"job/{job.id}", blob))
-            items: list[Any] = document[job.kind]
-            return items
-        except (DecryptionFailed, ApiError, KeyError, TypeError, LookupError) as exc:
+            return await self.read_items(job.workspace_id, job.id, job.kind)
+        except UNREADABLE as exc:
             log.error(
                 "job payload unreadable", extra={"fields": {"jobId": job.id, "error": type(exc).__name__}}
             )
@@ -234,6 +328,83 @@ class Worker:
             removed += count
             if count == 0:
                 return removed
+
+
+@dataclass(frozen=True)
+class Items:
+    """A job's items, and whether their strings are known clean (``strings_are_clean``)."""
+
+    items: list[Any]
+    clean: bool
+
+
+class Ahead:
+    """Checks of a chunk made ahead of its turn, in a task of their own.
+
+    Only the database-free part (parsing, validation, eventIds, fingerprints) is
+    done ahead; the chunk is still applied in its own transaction after the
+    worker has claimed the job and re-read its progress, so nothing about
+    exactly-once changes. A look-ahead that fails or goes unused is dropped.
+    """
+
+    def __init__(self, job_id: str, start: int, items: Items | None) -> None:
+        self.job_id = job_id
+        self.start = start
+        self.items = items
+        self.task: asyncio.Future[Any] | None = None
+
+    def running(self, work: Coroutine[Any, Any, PreparedEvents | None]) -> Ahead:
+        self.task = asyncio.ensure_future(work)
+        return self
+
+    @classmethod
+    async def next_job(
+        cls, worker: Worker, ws: Workspace, job: JobRecord, template: Template, fingerprints: Fingerprinter
+    ) -> Ahead | None:
+        """Read the workspace's next queued events job, if any, and start checking it.
+
+        The reads happen here, before the caller opens its chunk's transaction (with
+        SQLite's single connection they could not run during it); decrypting, parsing
+        and checking run in the task, beside the chunk's statements.
+        """
+        try:
+            async with worker.core.store.begin() as uow:
+                queued = await uow.jobs.next_queued(ws.id, after_seq=job.seq)
+                if queued is None or queued[1] != "events":
+                    return None
+                blob = await uow.jobs.payload(ws.id, queued[0])
+        except Exception:  # only an optimisation: the job is read again in its turn
+            log.warning("reading the next job ahead failed", exc_info=True)
+            return None
+        ahead = cls(queued[0], 0, None)
+
+        async def work() -> PreparedEvents | None:
+            batch = worker.open_items(ws.id, queued[0], "events", blob)
+            ahead.items = batch
+            chunk = batch.items[: worker.chunk_sizes["events"]]
+            return await prepare_events_async(template, chunk, 0, fingerprints, clean=batch.clean)
+
+        return ahead.running(work())
+
+    async def result(self) -> PreparedEvents | None:
+        assert self.task is not None
+        try:
+            prepared: PreparedEvents | None = await self.task
+            return prepared
+        except asyncio.CancelledError:
+            if self.task.cancelled():
+                return None
+            raise
+        except Exception:  # a look-ahead is only an optimisation: the chunk is checked again
+            log.warning("reading ahead failed; checking the chunk in turn", exc_info=True)
+            return None
+
+    def cancel(self) -> None:
+        if self.task is None:
+            return
+        self.task.cancel()
+        if self.task.done() and not self.task.cancelled():
+            self.task.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 def start_in_background(services: Services, options: dict[str, float], *, tasks: int = 1) -> Any:

@@ -52,7 +52,7 @@ class EventGroupCommit:
             else:
                 firsts[key] = item
         try:
-            async with self.store.autocommit() as uow:
+            async with self.store.autocommit(driver_only=True) as uow:
                 inserted = await uow.events.insert_many_if_live([(ws, r) for ws, r, _ in firsts.values()])
         except BaseException as exc:
             for _, _, future in firsts.values():

@@ -80,6 +80,18 @@ class JobRepository:
         value = (await self.conn.execute(query)).scalar_one_or_none()
         return bytes(value) if value is not None else None
 
+    async def next_queued(self, workspace_id: str, *, after_seq: int) -> tuple[str, str, int] | None:
+        """(id, kind, total) of the workspace's next queued job after ``after_seq``, unclaimed:
+        what the worker may read ahead while it applies the current one."""
+        query = (
+            sa.select(jobs.c.id, jobs.c.kind, jobs.c.total)
+            .where(jobs.c.workspace_id == workspace_id, jobs.c.status == "queued", jobs.c.seq > after_seq)
+            .order_by(jobs.c.seq)
+            .limit(1)
+        )
+        row = (await self.conn.execute(query)).first()
+        return (row[0], row[1], row[2]) if row else None
+
     async def claim_next(self, *, owner: str, now: int, lease_until: int) -> JobRecord | None:
         """Lease the oldest runnable job: first unfinished of its workspace, lease free."""
         job, earlier = jobs.alias("job"), jobs.alias("earlier")

@@ -72,11 +72,14 @@ class Store:
             ) from exc
 
     @asynccontextmanager
-    async def autocommit(self) -> AsyncIterator[UnitOfWork]:
+    async def autocommit(self, *, driver_only: bool = False) -> AsyncIterator[UnitOfWork]:
         """One-statement work without BEGIN/COMMIT round trips (PostgreSQL).
 
         Each statement commits on its own, so use it only for single atomic
         statements. SQLite (in-process, no round trips) uses a normal transaction.
+        ``driver_only``: the work sends its statements to the driver directly (as
+        the group commit does), which runs them outside any transaction already, so
+        the per-use switch of SQLAlchemy's isolation level is skipped.
         """
         if self.engine.dialect.name != "postgresql":
             async with self.begin() as uow:
@@ -84,7 +87,9 @@ class Store:
             return
         try:
             async with self.engine.connect() as conn:
-                yield UnitOfWork(await conn.execution_options(isolation_level="AUTOCOMMIT"))
+                yield UnitOfWork(
+                    conn if driver_only else await conn.execution_options(isolation_level="AUTOCOMMIT")
+                )
         except _UNAVAILABLE as exc:
             raise Unavailable(
                 "the database is unavailable; nothing was written, retry later",

@@ -9,10 +9,13 @@ from fastapi import APIRouter, Query, Request
 from onehazel.api.body import read_json
 from onehazel.api.deps import DryRun, ExternalIdDep, MetricsDep, ServicesDep, WorkspaceDep
 from onehazel.api.docs import errors, json_body, write_errors
+from onehazel.api.observability import Metrics
 from onehazel.api.params import NO_CONTROL_CHARACTERS, PageCursor, PageLimit, optional_timestamp
 from onehazel.api.responses import Json
 from onehazel.api.schemas import DryRunResults, EventIn, EventOut, EventPage
 from onehazel.domain.validation import bind_path
+from onehazel.domain.workspace import Workspace
+from onehazel.services.container import Services
 
 router = APIRouter(tags=["events"])
 
@@ -40,9 +43,17 @@ async def record_event(
     dry_run: DryRun = False,
 ) -> Json:
     """Append an event to an entity's log (201), or confirm an exact replay (200)."""
-    body = bind_path(await read_json(request), externalId=external_id)
     if dry_run:
+        body = bind_path(await read_json(request), externalId=external_id)
         return Json(await services.batch.dry_run(ws, kind="events", items=[body]))
+    return await record_one(request, services, ws, external_id, metrics)
+
+
+async def record_one(
+    request: Request, services: Services, ws: Workspace, external_id: str, metrics: Metrics
+) -> Json:
+    """The write itself, once the caller is admitted: shared with ``api.hot_path``."""
+    body = bind_path(await read_json(request), externalId=external_id)
     event, created = await services.events.record(ws, body)
     if created:
         metrics.ingested.labels("events").inc()
