@@ -290,9 +290,11 @@ async def test_replays_count_once(api: Api, services: Services, operator: Create
     await batch(api, services, items)
     job = await batch(api, services, [*items, event])  # every item a duplicate
     assert job["duplicates"] == 3, job
+    job = await batch(api, services, [*items, tx(p, 4 * HOUR, "0.01")])  # some new, some not
+    assert (job["duplicates"], job["succeeded"]) == (2, 1), job
     await assert_exact(api, services, ws)
     sums = await api.get("/analytics/transactions", params={"from": ts(0), "to": ts(DAY)})
-    assert sums.json()["data"] == [{"currency": "EUR", "count": 3, "sum": "8.30"}]
+    assert sums.json()["data"] == [{"currency": "EUR", "count": 4, "sum": "8.31"}]
 
 
 async def test_a_deleted_entity_stops_counting_at_once_scale_included(
