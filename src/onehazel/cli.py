@@ -175,6 +175,7 @@ def serve(
     try:
         config.key_ring()
         config.retention_options()
+        config.analytics_compact_seconds()
     except (KeyConfigError, ValueError) as exc:
         fail(str(exc), 2)
 

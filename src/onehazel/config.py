@@ -82,6 +82,12 @@ class Config:
             "pause_seconds": _non_negative(self.env, "ONEHAZEL_RETENTION_PAUSE_SECONDS", 0.0),
         }
 
+    def analytics_compact_seconds(self) -> float:
+        """How often ``serve`` folds pending analytics deltas into the rollups
+        (ONEHAZEL_ANALYTICS_COMPACT_SECONDS, default 10; 0 turns it off: answers stay exact,
+        they only get slower as deltas pile up)."""
+        return _non_negative(self.env, "ONEHAZEL_ANALYTICS_COMPACT_SECONDS", 10.0)
+
     def prepare_sqlite_dir(self) -> None:
         path = self.sqlite_path
         if path is not None:

@@ -58,6 +58,12 @@ def _differences(sync_conn: Any) -> list[Any]:
     return list(compare_metadata(context, metadata))
 
 
+def _index(index: Any) -> str:
+    """An index as text; a partial index's condition (a SQL clause object) by its SQL."""
+    options = {name: str(value) for name, value in index.get("dialect_options", {}).items()}
+    return str({**index, "dialect_options": options})
+
+
 def _schema(sync_conn: Any) -> dict[str, Any]:
     """Everything the inspector can see, as comparable plain data."""
     inspector = sa.inspect(sync_conn)
@@ -66,7 +72,7 @@ def _schema(sync_conn: Any) -> dict[str, Any]:
         schema[table] = {
             "columns": [(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)],
             "pk": inspector.get_pk_constraint(table),
-            "indexes": sorted(str(i) for i in inspector.get_indexes(table)),
+            "indexes": sorted(_index(i) for i in inspector.get_indexes(table)),
             "unique": sorted(str(u) for u in inspector.get_unique_constraints(table)),
             "fks": sorted(str(f) for f in inspector.get_foreign_keys(table)),
         }

@@ -7,6 +7,9 @@ parameters and shapes the answer.
   defaults to now and ``from`` to 30 days before ``to``; a range longer than
   ``MAX_RANGE_DAYS`` or not moving forward is a 422, so one request can never scan
   years of events.
+* Events and transactions are read from the rollups (``storage.rollups``) for whole
+  hours and from the raw events at the edges; ``compact`` folds the rollups' pending
+  deltas (the server runs it every ONEHAZEL_ANALYTICS_COMPACT_SECONDS).
 * ``groupBy`` on entities accepts ``type`` or an attribute name (letters, digits and
   ``_``); any PII field of a template is refused with ``pii_not_aggregatable``: its
   values are stored encrypted and must never leave in aggregate form either.
@@ -14,9 +17,12 @@ parameters and shapes the answer.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -25,6 +31,12 @@ from onehazel.domain.templates import BUILT_IN
 from onehazel.domain.values import format_timestamp
 from onehazel.domain.workspace import Workspace
 from onehazel.services.core import Core
+from onehazel.storage import rollups
+
+if TYPE_CHECKING:
+    from onehazel.services.container import Services
+
+log = logging.getLogger("onehazel.analytics")
 
 DAY = 86_400 * 1_000_000
 DEFAULT_RANGE_DAYS = 30
@@ -129,3 +141,38 @@ class AnalyticsService:
                 for value, count in rows
             ]
         return {"data": _sorted(data, [group_by])}
+
+    async def compact(self, *, limit: int = 1000) -> int:
+        """Fold every pending analytics delta (a transaction per ``limit`` workspace-hours);
+        returns how many workspace-hours were folded."""
+        total = 0
+        while True:
+            async with self.core.store.begin() as uow:
+                folded = await rollups.compact(uow.conn, limit=limit)
+            total += folded
+            if folded < limit:
+                return total
+
+
+def start_compaction_in_background(services: Services, interval: float) -> Callable[[], Awaitable[None]]:
+    """Compact every ``interval`` seconds on the running loop; returns an async ``stop()``."""
+    stop = asyncio.Event()
+
+    async def loop() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            if stop.is_set():
+                return
+            try:
+                await services.analytics.compact()
+            except Exception:
+                log.exception("analytics compaction failed; retrying at the next interval")
+
+    task = asyncio.ensure_future(loop())
+
+    async def stop_all() -> None:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+
+    return stop_all

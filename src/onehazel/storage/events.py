@@ -14,6 +14,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from onehazel.storage import rollups
 from onehazel.storage.engine import is_postgres, pg_driver, upsert
 from onehazel.storage.records import EventRecord
 from onehazel.storage.tables import entities, events
@@ -70,7 +71,7 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
             $9::int8[], $10::int8[], $11::int8[]) AS u(workspace_id, {", ".join(_NAMES)})
 JOIN entities e ON e.workspace_id = u.workspace_id AND e.external_id = u.external_id AND e.deleted_at IS NULL
 ON CONFLICT (workspace_id, event_id) DO NOTHING
-RETURNING workspace_id, event_id
+RETURNING workspace_id, event_id, ts, type, data
 """
 # The batch path's staging table: temporary (per connection, never shared), emptied
 # at every commit and on rollback; created by the first chunk on each connection.
@@ -83,8 +84,11 @@ _PG_INSERT_STAGED = f"""
 INSERT INTO events ({", ".join(_STAGE_COLUMNS)})
 SELECT {", ".join(_STAGE_COLUMNS)} FROM events_stage
 ON CONFLICT (workspace_id, event_id) DO NOTHING
-RETURNING event_id
+RETURNING workspace_id, event_id, ts, type, data
 """
+# Each statement also appends the inserted rows' analytics deltas (storage/rollups.py).
+_PG_INSERT_MANY_IF_LIVE = rollups.pg_counting(_PG_INSERT_MANY_IF_LIVE, "workspace_id, event_id")
+_PG_INSERT_STAGED = rollups.pg_counting(_PG_INSERT_STAGED, "event_id")
 _PG_FINGERPRINTS = """
 SELECT event_id, fingerprint FROM events WHERE workspace_id = $1 AND event_id = ANY($2::text[])
 """
@@ -170,7 +174,10 @@ class EventRepository:
             .values(_row(workspace_id, record))
             .on_conflict_do_nothing(index_elements=["workspace_id", "event_id"])
         )
-        return (await self.conn.execute(statement)).rowcount == 1
+        if (await self.conn.execute(statement)).rowcount != 1:
+            return False
+        await rollups.count_inserted(self.conn, workspace_id, [record.event_id])
+        return True
 
     async def insert_if_live(self, workspace_id: str, record: EventRecord) -> bool:
         """Append an event only if its entity exists and is not deleted and the eventId
@@ -190,7 +197,10 @@ class EventRepository:
             .on_conflict_do_nothing(index_elements=["workspace_id", "event_id"])
             .returning(events.c.event_id)
         )
-        return (await self.conn.execute(statement)).first() is not None
+        if (await self.conn.execute(statement)).first() is None:
+            return False
+        await rollups.count_inserted(self.conn, workspace_id, [record.event_id])
+        return True
 
     async def insert_many_if_live(self, rows: list[tuple[str, EventRecord]]) -> set[tuple[str, str]]:
         """``insert_if_live`` for many (workspace, event) pairs in one statement (group
@@ -230,17 +240,20 @@ class EventRepository:
         values = [(workspace_id, *row) for row in zip(*rows.columns(), strict=True)]
         cursor = await driver.executemany(_SQLITE_INSERT, values)
         if cursor.rowcount == len(values):  # the usual case: every eventId was new
+            await rollups.count_inserted(self.conn, workspace_id, rows.event_id)
             return set(rows.event_id)
         if cursor.rowcount == 0:  # a re-sent chunk
             return set()
         # Some were new: ours are the stored rows with this chunk's (seq, received_at).
         found = await driver.execute_fetchall(_SQLITE_SEQS, (workspace_id, _json_list(rows.event_id)))
         stored = {row[0]: (row[1], row[2]) for row in found}
-        return {
+        inserted = {
             event_id
             for event_id, seq, received_at in zip(rows.event_id, rows.seq, rows.received_at, strict=True)
             if stored.get(event_id) == (seq, received_at)
         }
+        await rollups.count_inserted(self.conn, workspace_id, sorted(inserted))
+        return inserted
 
     async def fingerprints(self, workspace_id: str, event_ids: list[str]) -> dict[str, str]:
         """The stored fingerprint of each of ``event_ids`` that exists."""

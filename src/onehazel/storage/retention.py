@@ -11,12 +11,14 @@ SQLite, where ``BEGIN IMMEDIATE`` already serialises writers, a chunk is a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from onehazel.storage import rollups
 from onehazel.storage.engine import is_postgres
 from onehazel.storage.tables import entities, entity_keys, job_chunks, settings, states, workspaces
 
@@ -26,16 +28,24 @@ _MIN_TS = -(2**63)
 
 
 def _pg_events_chunk(where: str) -> sa.TextClause:
-    """Delete one chunk of events in timestamp order from ``:after`` on; count and latest ts."""
+    """Delete one chunk of events in timestamp order from ``:after`` on; count and latest ts.
+    The same statement appends the deleted rows' negative analytics deltas."""
     return sa.text(
-        "WITH doomed AS (DELETE FROM events WHERE ctid = ANY(ARRAY("
-        f"SELECT ctid FROM events WHERE {where} AND ts >= :after ORDER BY ts LIMIT :limit "
-        "FOR UPDATE SKIP LOCKED)) RETURNING ts) SELECT count(*), max(ts) FROM doomed"
+        rollups.pg_uncounting(
+            "DELETE FROM events WHERE ctid = ANY(ARRAY("
+            f"SELECT ctid FROM events WHERE {where} AND ts >= :after ORDER BY ts LIMIT :limit "
+            "FOR UPDATE SKIP LOCKED)) RETURNING workspace_id, ts, type, data",
+            "SELECT count(*), max(ts) FROM doomed",
+        )
     )
 
 
 def _sqlite_events_chunk(where: str) -> sa.TextClause:
-    return sa.text(f"DELETE FROM events WHERE rowid IN (SELECT rowid FROM events WHERE {where} LIMIT :limit)")
+    """The rowids of one chunk (counted out of the rollups, then deleted by ``_SQLITE_DELETE``)."""
+    return sa.text(f"SELECT rowid FROM events WHERE {where} LIMIT :limit")
+
+
+_SQLITE_DELETE = sa.text("DELETE FROM events WHERE rowid IN (SELECT value FROM json_each(:ids))")
 
 
 _CHUNKS = {
@@ -110,8 +120,10 @@ class RetentionRepository:
         """
         pg, lite = _CHUNKS[where]
         if not is_postgres(self.conn):
-            result = await self.conn.execute(lite, {**params, "limit": limit})
-            return int(result.rowcount), None
+            rowids = list((await self.conn.execute(lite, {**params, "limit": limit})).scalars())
+            await rollups.uncount_rowids(self.conn, rowids)
+            await self.conn.execute(_SQLITE_DELETE, {"ids": json.dumps(rowids)})
+            return len(rowids), None
         bounds = {"after": _MIN_TS if after is None else after, "limit": limit}
         row = (await self.conn.execute(pg, {**params, **bounds})).one()
         return int(row[0]), row[1]

@@ -30,6 +30,8 @@ metadata = sa.MetaData(naming_convention=NAMING)
 
 Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 Micros = sa.BigInteger
+# An exact decimal: numeric on PostgreSQL, the decimal's text on SQLite (summed by decimal_sum).
+Amount = sa.Text().with_variant(postgresql.NUMERIC(), "postgresql")
 Id = sa.String(64)
 ExternalId = sa.String(256)
 
@@ -93,6 +95,14 @@ entities = sa.Table(
     sa.Index(None, "workspace_id", "updated_at", "external_id"),
     # The retention sweep's work list (PostgreSQL indexes only deleted entities).
     sa.Index(None, "suppressed_until", "purge_after", postgresql_where=sa.text("deleted_at IS NOT NULL")),
+    # Analytics: a workspace's deleted entities, whose events are subtracted from the rollups.
+    sa.Index(
+        "ix_entities_deleted",
+        "workspace_id",
+        "external_id",
+        postgresql_where=sa.text("deleted_at IS NOT NULL"),
+        sqlite_where=sa.text("deleted_at IS NOT NULL"),
+    ),
 )
 
 entity_keys = sa.Table(
@@ -141,6 +151,33 @@ events = sa.Table(
     sa.Index(None, "workspace_id", "ts"),
     # Analytics: one type's events over a range (counts by type, transaction sums).
     sa.Index(None, "workspace_id", "type", "ts"),
+)
+
+event_rollups = sa.Table(
+    "event_rollups",
+    metadata,
+    # Analytics rollups (storage/rollups.py): per workspace and UTC hour (floor of ts / 1 h),
+    # event counts by type and, for transactions whose amount is a decimal string, counts and
+    # exact sums by currency, transaction type and amount scale. Writers append delta rows
+    # (pending) in the transaction that inserts or deletes the events; compaction folds them.
+    # No key: several rows may share a key until folded, and nothing ever updates one.
+    sa.Column("workspace_id", Id, nullable=False),
+    sa.Column("hour", sa.BigInteger, nullable=False),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("currency", sa.Text, nullable=True),
+    sa.Column("tx_type", sa.Text, nullable=True),
+    sa.Column("scale", sa.Integer, nullable=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("amount", Amount, nullable=True),
+    sa.Column("pending", sa.Boolean, nullable=False),
+    sa.Index(None, "workspace_id", "hour"),
+    sa.Index(
+        "ix_event_rollups_pending",
+        "workspace_id",
+        "hour",
+        postgresql_where=sa.text("pending"),
+        sqlite_where=sa.text("pending"),
+    ),
 )
 
 states = sa.Table(
