@@ -260,11 +260,8 @@ async def _apply_events(
     for item in written:
         index = start + item.offset
         if item.event_id in inserted:
-            outcome = {"index": index, "status": "succeeded", "externalId": item.write.external_id}
-            outcome["eventId"] = item.event_id
-            if item.warnings:
-                outcome["warnings"] = item.warnings
-            outcomes[item.offset] = outcome
+            external_id = item.write.external_id
+            outcomes[item.offset] = success(index, external_id, item.warnings, eventId=item.event_id)
         else:
             outcomes[item.offset] = _judge_replay(index, item, existing.get(item.event_id), fingerprints)
     for item in repeats:

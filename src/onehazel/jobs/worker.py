@@ -193,12 +193,11 @@ class Worker:
         ahead, self._ahead = self._ahead, None
         if ahead is None:
             return None
-        if ahead.job_id and ahead.job_id != job.id:
+        if ahead.job_id != job.id or job.processed != 0:
             ahead.cancel()
             return None
-        prepared = await ahead.result()
-        if prepared is None or ahead.job_id != job.id or ahead.items is None or job.processed != 0:
-            return None
+        if await ahead.result() is None or ahead.items is None:
+            return None  # the look-ahead failed: the job is read in its turn
         return ahead
 
     async def _prepared(
