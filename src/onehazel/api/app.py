@@ -86,7 +86,7 @@ def create_app(
         app.include_router(module.router, prefix=BASE)
     app.include_router(meta.router)
     events_route = _route(events.router, "POST", "/entities/{externalId}/events")
-    app.add_middleware(HotPath, state=app.state, route=events_route)
+    app.add_middleware(HotPath, state=app.state, route=events_route, base=BASE)
     app.add_middleware(Observability, metrics=app.state.metrics, base=BASE)  # added last: outermost
 
     def openapi() -> dict[str, Any]:

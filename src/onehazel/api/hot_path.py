@@ -23,18 +23,17 @@ from onehazel.api.errors import render
 from onehazel.api.routes.events import record_one
 from onehazel.domain.errors import ApiError
 
-_EVENTS = re.compile(r"/operator-data-api/entities/([^/]+)/events")
-
 
 class HotPath:
-    def __init__(self, app: ASGIApp, *, state: Any, route: Any) -> None:
+    def __init__(self, app: ASGIApp, *, state: Any, route: Any, base: str) -> None:
         self.app = app
+        self.events = re.compile(re.escape(base) + r"/entities/([^/]+)/events")
         self.state = state  # the FastAPI app's state: services (set at start-up) and metrics
         self.route = route  # the APIRoute it stands in for, so metrics name the same template
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = (
-            _EVENTS.fullmatch(scope["path"])
+            self.events.fullmatch(scope["path"])
             if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("query_string")
             else None
         )

@@ -29,7 +29,8 @@ import orjson
 from onehazel.domain.errors import Detail, ValidationFailed
 from onehazel.domain.templates import FieldSpec, Template
 from onehazel.domain.values import (
-    MAX_ID_LENGTH,
+    UNSTORABLE_CHAR,
+    VALID_IDENTIFIER,
     ValueProblem,
     check_identifier,
     check_storable,
@@ -339,9 +340,7 @@ def validate_event_fully(template: Template, body: Any) -> EventWrite:
     )
 
 
-_SIMPLE_ID = re.compile(f"[^\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]{{1,{MAX_ID_LENGTH}}}")
 _SIMPLE_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")  # at most 40 characters: checked apart
-_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 
 def _event_fast(template: Template, body: Any, clean: bool) -> EventWrite | None:
@@ -351,10 +350,10 @@ def _event_fast(template: Template, body: Any, clean: bool) -> EventWrite | None
     if type(body) is not dict or not body.keys() <= _EVENT_MEMBERS:
         return None
     external_id = body.get("externalId")
-    if type(external_id) is not str or _SIMPLE_ID.fullmatch(external_id) is None:
+    if type(external_id) is not str or VALID_IDENTIFIER.fullmatch(external_id) is None:
         return None
     event_id = body.get("eventId")
-    if event_id is not None and (type(event_id) is not str or _SIMPLE_ID.fullmatch(event_id) is None):
+    if event_id is not None and (type(event_id) is not str or VALID_IDENTIFIER.fullmatch(event_id) is None):
         return None
     type_ = body.get("type")
     if type(type_) is not str:
@@ -377,12 +376,12 @@ def _event_fast(template: Template, body: Any, clean: bool) -> EventWrite | None
             return None
         specs = event_type.fields
         for name, value in data.items():
-            if not clean and _BAD_TEXT.search(name) is not None:
+            if not clean and UNSTORABLE_CHAR.search(name) is not None:
                 return None
             spec = specs.get(name)
             kind = type(value)
             if kind is str:
-                if not clean and _BAD_TEXT.search(value) is not None:
+                if not clean and UNSTORABLE_CHAR.search(value) is not None:
                     return None
                 if spec is not None:
                     check = spec.type

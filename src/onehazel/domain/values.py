@@ -24,8 +24,12 @@ _TIMESTAMP = re.compile(
 )
 _DECIMAL_STRING = re.compile(r"^[+-]?(\d+)(\.(\d+))?$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_BAD_ID_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
-_BAD_STRING_CHAR = re.compile("[\x00\ud800-\udfff]")
+_ID_FORBIDDEN = "\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff"  # control, surrogate, non-characters
+_BAD_ID_CHAR = re.compile(f"[{_ID_FORBIDDEN}]")
+# What check_identifier accepts, as one pattern for fullmatch (validation's fast path).
+VALID_IDENTIFIER = re.compile(f"[^{_ID_FORBIDDEN}]{{1,{MAX_ID_LENGTH}}}")
+# A character no stored string may hold (NUL: PostgreSQL; lone surrogates: UTF-8).
+UNSTORABLE_CHAR = re.compile("[\x00\ud800-\udfff]")
 _MICROSECOND = timedelta(microseconds=1)
 # Instants representable in UTC (years 1-9999): "0001-01-01T00:00:00+23:59" is not.
 _MIN_MICROS = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // _MICROSECOND
@@ -165,7 +169,7 @@ def json_problem(value: Any, *, max_depth: int = MAX_DEPTH) -> str | None:
         node, depth = stack.pop()
         kind = type(node)
         if kind is str:
-            if _BAD_STRING_CHAR.search(node) is not None:
+            if UNSTORABLE_CHAR.search(node) is not None:
                 return _string_problem(node)
         elif kind is int and not -(2**63) <= node < 2**63:
             return "integers must fit in 64 bits (send larger numbers as decimal strings)"
@@ -174,7 +178,7 @@ def json_problem(value: Any, *, max_depth: int = MAX_DEPTH) -> str | None:
                 return f"JSON is nested deeper than {max_depth} levels"
             if isinstance(node, dict):
                 for key, child in node.items():
-                    if _BAD_STRING_CHAR.search(key) is not None:
+                    if UNSTORABLE_CHAR.search(key) is not None:
                         return _string_problem(key)
                     stack.append((child, depth + 1))
             else:
@@ -188,7 +192,7 @@ def check_storable(value: Any) -> None:
     per field, so items are never walked twice."""
     kind = type(value)
     if kind is str:
-        if _BAD_STRING_CHAR.search(value) is not None:
+        if UNSTORABLE_CHAR.search(value) is not None:
             raise ValueProblem("invalid_json_value", _string_problem(value) or "unstorable string")
     elif kind is dict or kind is list:
         problem = json_problem(value, max_depth=MAX_DEPTH - 2)
@@ -198,11 +202,11 @@ def check_storable(value: Any) -> None:
 
 def safe_text(text: str) -> str:
     """``text`` with NUL and lone surrogates replaced, for echoing it in messages and paths."""
-    return _BAD_STRING_CHAR.sub("\ufffd", text)
+    return UNSTORABLE_CHAR.sub("\ufffd", text)
 
 
 def _string_problem(text: str) -> str | None:
-    bad = _BAD_STRING_CHAR.search(text)
+    bad = UNSTORABLE_CHAR.search(text)
     if bad is None:
         return None
     if bad.group() == "\x00":
