@@ -141,7 +141,9 @@ class Worker:
         """Claim one runnable job and work on it; False when none was runnable."""
         now = self.core.clock()
         async with self.core.store.begin() as uow:
-            job = await uow.jobs.claim_next(owner=self.owner, now=now, lease_until=now + self.lease)
+            job = await uow.jobs.claim_next(
+                owner=self.owner, now=now, lease_until=now + self.lease, clock=self.core.clock
+            )
         if job is None:
             self._drop_ahead()  # what it read ahead was claimed elsewhere or is gone
             return False

@@ -11,6 +11,7 @@ it lapses another worker resumes from the committed ``processed`` index.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,8 +93,16 @@ class JobRepository:
         row = (await self.conn.execute(query)).first()
         return (row[0], row[1], row[2]) if row else None
 
-    async def claim_next(self, *, owner: str, now: int, lease_until: int) -> JobRecord | None:
-        """Lease the oldest runnable job: first unfinished of its workspace, lease free."""
+    async def claim_next(
+        self, *, owner: str, now: int, lease_until: int, clock: Callable[[], int] | None = None
+    ) -> JobRecord | None:
+        """Lease the oldest runnable job: first unfinished of its workspace, lease free.
+
+        ``clock``: read again once a job is found, for its ``startedAt`` and lease. The
+        query only sees the previous job of the workspace finished after that job's
+        transaction committed, so a start read now is never before the previous job's
+        ``completedAt``; ``now`` was read before the query and could be.
+        """
         job, earlier = jobs.alias("job"), jobs.alias("earlier")
         blocked = (
             sa.select(earlier.c.id)
@@ -120,6 +129,9 @@ class JobRepository:
         if row is None:
             return None
         workspace_id, job_id = row
+        if clock is not None:
+            claimed = clock()
+            lease_until, now = lease_until + (claimed - now), claimed
         await self.conn.execute(
             sa.update(jobs)
             .where(jobs.c.workspace_id == workspace_id, jobs.c.id == job_id)
