@@ -39,7 +39,7 @@ KINDS = ("entities", "events", "states")
 # redoes at most one batch). Entities and states go item by item, so smaller.
 CHUNK_SIZE = {"entities": 250, "events": 5000, "states": 250}
 # Event items checked between two yields to the event loop when preparing ahead.
-PREPARE_SLICE = 250
+PREPARE_SLICE = 100
 # Client eventIds probed to recognise a re-sent chunk before writing it.
 REPLAY_SAMPLE = 4
 
@@ -252,6 +252,7 @@ async def _apply_events(
         rows.fingerprint.append(item.fingerprint)
         rows.timestamp.append(write.timestamp)
         rows.ts.append(write.ts if write.ts is not None else now)
+        rows.members.append(write.plain)
     rows.received_at = [now] * len(rows.event_id)
     rows.seq = [core.seq.next() for _ in rows.event_id]
     inserted = await uow.events.insert_many(ws.id, rows)

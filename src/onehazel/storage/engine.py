@@ -95,7 +95,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
 _DECIMAL_TEXT = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 # Exact sums far beyond any amount the API accepts (40 digits each), like PostgreSQL numeric.
-_DECIMAL_CONTEXT = decimal.Context(prec=1000, traps=[decimal.InvalidOperation, decimal.Inexact])
+DECIMAL_CONTEXT = decimal.Context(prec=1000, traps=[decimal.InvalidOperation, decimal.Inexact])
 
 
 def is_decimal_text(value: object) -> bool:
@@ -117,7 +117,7 @@ class DecimalSum:
         if not is_decimal_text(value):
             return
         amount = decimal.Decimal(str(value))
-        self.total = amount if self.total is None else _DECIMAL_CONTEXT.add(self.total, amount)
+        self.total = amount if self.total is None else DECIMAL_CONTEXT.add(self.total, amount)
 
     def finalize(self) -> str | None:
         if self.total is None:
@@ -137,6 +137,9 @@ def is_postgres(conn: AsyncConnection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
+_CUSTOM_PLANS = "onehazel.custom_plans"  # key in the connection's info: the transaction it was set in
+
+
 async def pg_driver(conn: AsyncConnection) -> Any:
     """The asyncpg connection under ``conn``, for hot-path statements prepared once per
     connection (no SQLAlchemy compilation, arrays instead of thousands of parameters).
@@ -148,10 +151,12 @@ async def pg_driver(conn: AsyncConnection) -> Any:
     """
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None
-    if conn.in_transaction():
+    transaction = conn.get_transaction()
+    if transaction is not None and conn.info.get(_CUSTOM_PLANS) is not transaction:
         if not driver.is_in_transaction():
             await conn.execute(sa.text("SELECT 1"))
         await driver.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        conn.info[_CUSTOM_PLANS] = transaction  # once per transaction: SET LOCAL lasts until its end
     return driver
 
 

@@ -7,6 +7,7 @@ dedup key can never be recorded for an event that did not commit.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,8 +87,10 @@ SELECT {", ".join(_STAGE_COLUMNS)} FROM events_stage
 ON CONFLICT (workspace_id, event_id) DO NOTHING
 RETURNING workspace_id, event_id, ts, type, data
 """
-# Each statement also appends the inserted rows' analytics deltas (storage/rollups.py).
+# Each statement also appends the inserted rows' analytics deltas (storage/rollups.py):
+# computed in SQL, or (the batch path, _PG_INSERT_STAGED_APPENDING) handed over precomputed.
 _PG_INSERT_MANY_IF_LIVE = rollups.pg_counting(_PG_INSERT_MANY_IF_LIVE, "workspace_id, event_id")
+_PG_INSERT_STAGED_APPENDING = rollups.pg_appending(_PG_INSERT_STAGED, "event_id")
 _PG_INSERT_STAGED = rollups.pg_counting(_PG_INSERT_STAGED, "event_id")
 _PG_FINGERPRINTS = """
 SELECT event_id, fingerprint FROM events WHERE workspace_id = $1 AND event_id = ANY($2::text[])
@@ -136,9 +139,30 @@ class EventColumns:
     ts: list[int] = field(default_factory=list)
     received_at: list[int] = field(default_factory=list)
     seq: list[int] = field(default_factory=list)
+    members: list[Mapping[str, Any]] = field(default_factory=list)
+    """Optional: each event's ``data`` as a dict (what ``data`` encodes). Given, the
+    analytics deltas are computed in Python (``rollups.python_deltas``), not in SQL."""
 
     def columns(self) -> list[list[Any]]:
         return [getattr(self, name) for name in _NAMES]
+
+    def deltas(
+        self, workspace_id: str, keep: set[str] | None = None, *, sign: int = 1
+    ) -> list[rollups.Delta] | None:
+        """The rollup deltas of these events (only the eventIds in ``keep``, if given), or
+        None when they are to be computed in SQL (no ``members``, or values only SQL renders)."""
+        if len(self.members) != len(self.event_id):
+            return None
+        if keep is None:
+            return rollups.python_deltas(workspace_id, self.type, self.ts, self.members, sign=sign)
+        chosen = [i for i, event_id in enumerate(self.event_id) if event_id in keep]
+        return rollups.python_deltas(
+            workspace_id,
+            [self.type[i] for i in chosen],
+            [self.ts[i] for i in chosen],
+            [self.members[i] for i in chosen],
+            sign=sign,
+        )
 
 
 def _values(r: EventRecord) -> tuple[Any, ...]:
@@ -234,13 +258,22 @@ class EventRepository:
             await driver.execute(_PG_STAGE_TABLE)  # in the transaction: a rollback may undo it
             records = zip(itertools.repeat(workspace_id), *rows.columns())
             await driver.copy_records_to_table("events_stage", records=records, columns=_STAGE_COLUMNS)
-            found = await driver.fetch(_PG_INSERT_STAGED)
-            return {row[0] for row in found}
+            deltas = rows.deltas(workspace_id)  # as if every row goes in; corrected below if not
+            if deltas is None:
+                found = await driver.fetch(_PG_INSERT_STAGED)
+                return {row[0] for row in found}
+            found = await driver.fetch(_PG_INSERT_STAGED_APPENDING, *rollups.delta_columns(deltas))
+            inserted = {row[0] for row in found}
+            if len(inserted) < len(rows.event_id):  # take back the deltas of the rows that conflicted
+                taken_back = rows.deltas(workspace_id, set(rows.event_id) - inserted, sign=-1)
+                assert taken_back is not None  # some of the rows that gave deltas above
+                await rollups.append(self.conn, taken_back)
+            return inserted
         driver = await _sqlite_driver(self.conn)
         values = [(workspace_id, *row) for row in zip(*rows.columns(), strict=True)]
         cursor = await driver.executemany(_SQLITE_INSERT, values)
         if cursor.rowcount == len(values):  # the usual case: every eventId was new
-            await rollups.count_inserted(self.conn, workspace_id, rows.event_id)
+            await self._count(workspace_id, rows, None)
             return set(rows.event_id)
         if cursor.rowcount == 0:  # a re-sent chunk
             return set()
@@ -252,8 +285,17 @@ class EventRepository:
             for event_id, seq, received_at in zip(rows.event_id, rows.seq, rows.received_at, strict=True)
             if stored.get(event_id) == (seq, received_at)
         }
-        await rollups.count_inserted(self.conn, workspace_id, sorted(inserted))
+        await self._count(workspace_id, rows, inserted)
         return inserted
+
+    async def _count(self, workspace_id: str, rows: EventColumns, inserted: set[str] | None) -> None:
+        """SQLite: append the deltas of the rows just inserted (all, or the eventIds ``inserted``)."""
+        deltas = rows.deltas(workspace_id, inserted)
+        if deltas is not None:
+            await rollups.append(self.conn, deltas)
+        else:
+            ids = rows.event_id if inserted is None else sorted(inserted)
+            await rollups.count_inserted(self.conn, workspace_id, ids)
 
     async def fingerprints(self, workspace_id: str, event_ids: list[str]) -> dict[str, str]:
         """The stored fingerprint of each of ``event_ids`` that exists."""
