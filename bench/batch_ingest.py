@@ -246,6 +246,55 @@ def proc_status_kb(pid: int, field_name: str) -> int | None:
     return None
 
 
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """User + system CPU time of a process (with its reaped children's, if asked), 0 if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = sum(int(f) for f in fields[11 : 15 if children else 13])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds() -> float | None:
+    """CPU time of every local ``postgres`` process, ended backends included (they are the
+    postmaster's reaped children); None when none is visible (e.g. a remote server)."""
+    total, seen = 0.0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().split(" (", 1)[1].startswith("postgres)"):
+                total += cpu_seconds(int(stat.parent.name), children=True)
+                seen = True
+        except (OSError, IndexError, ValueError):
+            continue
+    return total if seen else None
+
+
+class CpuMeter:
+    """CPU seconds the server process and the local PostgreSQL spent between start and stop:
+    where the time went (a CPU-bound side, or both waiting on each other)."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+        self.server = self.database = 0.0
+
+    def __enter__(self) -> CpuMeter:
+        self._server = cpu_seconds(self.server_pid) if self.server_pid else 0.0
+        self._database = postgres_cpu_seconds()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server = (cpu_seconds(self.server_pid) if self.server_pid else 0.0) - self._server
+        after = postgres_cpu_seconds()
+        self.database = after - self._database if after is not None and self._database is not None else 0.0
+
+    def describe(self, seconds: float, *, postgres: bool) -> str:
+        parts = [f"server CPU {self.server:.2f} s ({self.server / seconds:.0%})"] if self.server_pid else []
+        if postgres:
+            parts.append(f"PostgreSQL CPU {self.database:.2f} s ({self.database / seconds:.0%})")
+        return ", ".join(parts)
+
+
 def reset_peak_rss(pid: int) -> bool:
     """Reset VmHWM to the current RSS (Linux >= 4.0); False when not permitted."""
     try:
@@ -734,22 +783,26 @@ def _measure(
         )
         with RssSampler(server.pid) as run_rss:
             spy = PySpy(spy_exe, server.pid, Path(args.py_spy) / f"{backend}-first.txt") if spy_exe else None
-            first = client.send("events", bodies, len(events))
+            with CpuMeter(server.pid) as cpu:
+                first = client.send("events", bodies, len(events))
             if spy:
                 spy.stop()
             totals = first.totals()
             log(f"{backend}: first send {first.seconds:.2f} s = {first.rate:,.0f} events/s; jobs {totals}")
+            log(f"{backend}: first send {cpu.describe(first.seconds, postgres=backend == 'postgres')}")
             if totals["succeeded"] != len(events):
                 notes.append(f"first send: {totals} (expected every item succeeded)")
             stored = count(prefix)
             log(f"{backend}: SQL count of this run's events = {stored} (expected {len(events)})")
 
             spy = PySpy(spy_exe, server.pid, Path(args.py_spy) / f"{backend}-resend.txt") if spy_exe else None
-            resend = client.send("events", bodies, len(events))
+            with CpuMeter(server.pid) as cpu:
+                resend = client.send("events", bodies, len(events))
             if spy:
                 spy.stop()
             totals = resend.totals()
             log(f"{backend}: re-send {resend.seconds:.2f} s = {resend.rate:,.0f} events/s; jobs {totals}")
+            log(f"{backend}: re-send {cpu.describe(resend.seconds, postgres=backend == 'postgres')}")
             if totals["duplicates"] != len(events):
                 notes.append(f"re-send: {totals} (expected every item a duplicate)")
             after = count(prefix)
@@ -778,11 +831,14 @@ def _measure(
 
     workspace = raw_workspace_id()
     rows = raw_rows(events, workspace)
-    raw_seconds, raw_resend_seconds = raw(rows)
+    with CpuMeter(None) as cpu:
+        raw_seconds, raw_resend_seconds = raw(rows)
     log(
         f"{backend}: raw insert {raw_seconds:.2f} s = {len(rows) / raw_seconds:,.0f} rows/s; "
         f"raw re-insert {raw_resend_seconds:.2f} s = {len(rows) / raw_resend_seconds:,.0f} rows/s"
     )
+    if backend == "postgres":
+        log(f"{backend}: raw insert + re-insert: PostgreSQL CPU {cpu.database:.2f} s")
     return Result(
         backend=backend,
         first=first,

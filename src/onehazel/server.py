@@ -24,6 +24,8 @@ from onehazel.services.analytics import start_compaction_in_background
 from onehazel.services.container import Services
 from onehazel.services.retention import start_retention_in_background
 
+GC_YOUNG_THRESHOLD = 50_000
+
 
 def app_from_env() -> FastAPI:
     config = Config.load()
@@ -37,6 +39,11 @@ def app_from_env() -> FastAPI:
         # that lands in the latency tail).
         gc.collect()
         gc.freeze()
+        # A young collection every 700 net allocations (the default) runs hundreds of times
+        # per 5000-event batch and promotes its short-lived dicts to older generations, whose
+        # collections then walk them again. The data here is almost never cyclic (reference
+        # counting frees it), so collect less often: same safety net, a fraction of the cost.
+        gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
         return opened
 
     retention = config.retention_options()
