@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -19,13 +20,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+import onehazel.jobs.apply as apply_module
 import onehazel.jobs.worker as worker_module
 from onehazel.crypto.blobs import open_blob
 from onehazel.domain.errors import JobNotFound
 from onehazel.domain.workspace import Workspace
 from onehazel.jobs.worker import Worker
 from onehazel.services.container import Services
-from onehazel.storage.tables import entities, events, job_chunks, jobs
+from onehazel.storage.tables import entities, event_rollups, events, job_chunks, jobs
 
 HOUR = 3600 * 1_000_000
 DAY = 24 * HOUR
@@ -461,3 +463,87 @@ async def test_a_job_read_ahead_and_taken_by_another_worker_is_applied_once(serv
     assert early._ahead is None
     assert [o["status"] for o in await outcomes_of(services, ws, second)] == ["succeeded"] * 5
     assert await count(services, events, ws) == 7
+
+
+# --- rows built ahead vs item by item ------------------------------------------------------------
+
+
+def mixed_events(prefix: str) -> list[dict[str, Any]]:
+    """Valid events with and without client eventIds and with a warning, plus invalid ones."""
+    items: list[dict[str, Any]] = []
+    for i in range(40):
+        item: dict[str, Any] = {
+            "externalId": f"p-{i % 3}",
+            "type": "transaction",
+            "timestamp": f"2026-03-0{1 + i % 3}T1{i % 10}:00:00Z",
+            "data": {"type": "deposit", "amount": f"{i}.{i % 7}0", "currency": "EUR" if i % 2 else "GBP"},
+        }
+        if i % 4:
+            item["eventId"] = f"{prefix}-{i}"
+        if i % 9 == 0:
+            del item["data"]["currency"]  # accepted, with a warning
+        if i % 13 == 0:
+            item["type"] = "no_such_type"  # fails on its own
+        items.append(item)
+    return items
+
+
+@pytest.mark.parametrize("ahead", [True, False])
+async def test_rows_built_ahead_give_what_item_by_item_gives(services: Services, ahead: bool) -> None:
+    """The usual chunk's rows, outcomes and analytics deltas are built while checking it; the
+    same chunk written item by item (the path for PII, missing timestamps, repeats, unknown
+    entities) must store the same rows, count the same analytics and answer the same."""
+    ws = await tenant(services)
+    for first in (True, False):  # the second send is a replay: every item a duplicate
+        await accept(services, ws, "entities", players(3))
+        items = mixed_events("e")
+        fingerprints = await services.core.fingerprinter(ws)
+        template = await services.core.template_of(ws)
+        prepared = apply_module.prepare_events(template, items, 0, fingerprints)
+        assert prepared.rows is not None  # this chunk qualifies
+        if not ahead:
+            prepared.rows = None
+        await drain(services)
+        async with services.core.store.begin() as uow:
+            outcomes = await apply_module.apply_chunk(
+                services,
+                uow,
+                ws,
+                template,
+                kind="events",
+                items=items,
+                start=0,
+                fingerprints=fingerprints,
+                prepared=prepared,
+            )
+        failed = [i for i in range(40) if i % 13 == 0]
+        server_ids = [i for i in range(40) if i % 4 == 0 and i not in failed]  # new rows every time
+        replays = 40 - len(failed) - len(server_ids)
+        statuses = Counter(o["status"] for o in outcomes)
+        if first:
+            assert statuses == {"succeeded": 40 - len(failed), "failed": len(failed)}
+        else:
+            assert statuses == {"succeeded": len(server_ids), "duplicate": replays, "failed": len(failed)}
+        assert [o["index"] for o in outcomes] == list(range(40))
+        assert [i for i, o in enumerate(outcomes) if o["status"] == "failed"] == failed
+        assert [bool(o.get("warnings")) for o in outcomes] == [
+            i % 9 == 0 and i not in failed for i in range(40)
+        ]
+        client_ids = [o["eventId"] for i, o in enumerate(outcomes) if i % 4 and i not in failed]
+        assert client_ids == [f"e-{i}" for i in range(40) if i % 4 and i not in failed]
+    assert await count(services, events, ws) == 40 - len(failed) + len(server_ids)
+    async with services.core.store.begin() as uow:
+        counted = await uow.conn.execute(
+            sa.select(sa.func.sum(event_rollups.c.count), sa.func.count()).where(
+                event_rollups.c.workspace_id == ws.id
+            )
+        )
+        total, rows = counted.one()
+        amounts = await uow.conn.execute(
+            sa.select(event_rollups.c.amount).where(event_rollups.c.workspace_id == ws.id)
+        )
+        summed = sum(Decimal(str(a[0])) for a in amounts if a[0] is not None)
+    stored = await count(services, events, ws)
+    assert total == stored
+    assert rows > 0
+    assert summed == sum(Decimal(a) for a in await stored_amounts(services, ws))

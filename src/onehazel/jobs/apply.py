@@ -15,7 +15,7 @@ identical to the single endpoints.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ from onehazel.domain.values import safe_text
 from onehazel.domain.workspace import Workspace
 from onehazel.services.ids import new_id
 from onehazel.storage.events import EventColumns
+from onehazel.storage.rollups import DeltaCounter
 from onehazel.storage.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
@@ -84,17 +85,19 @@ async def apply_chunk(
     start: int,
     fingerprints: Fingerprinter,
     prepared: PreparedEvents | None = None,
+    writing: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Apply ``items`` (indexes ``start``..) and return one outcome per item, in order.
 
     ``fingerprints`` (``core.fingerprinter(ws)``) must be fetched before ``uow`` opened.
     ``prepared`` may carry the events' checks, done ahead (:func:`prepare_events_async`);
-    it is used only if made for these items with this template and secret.
+    it is used only if made for these items with this template and secret. ``writing`` is
+    called when the events' bulk write starts (the database is busy for a while).
     """
     if kind == "events":
         if prepared is None or not prepared.fits(template, fingerprints, start, len(items)):
             prepared = prepare_events(template, items, start, fingerprints)
-        return await _apply_events(services, uow, ws, prepared)
+        return await _apply_events(services, uow, ws, prepared, writing)
     outcomes = []
     for offset, item in enumerate(items):
         index = start + offset
@@ -123,6 +126,8 @@ class _Checked:
     data: str
     """The plain (non-PII) data as JSON text, ready for the INSERT."""
     warnings: list[dict[str, str]]
+    stored: dict[str, Any]
+    """Its outcome once its row is written (``success``)."""
 
 
 @dataclass
@@ -142,6 +147,13 @@ class PreparedEvents:
     """No string in the items can hold NUL or a lone surrogate (``strings_are_clean``)."""
     failed: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     checked: list[_Checked] = field(default_factory=list)
+    rows: EventColumns | None = field(default_factory=lambda: EventColumns(counted=DeltaCounter()))
+    """The rows of every checked item, built (and counted for analytics) ahead, for the
+    usual chunk; None when the chunk needs the item-by-item path: an item with PII (sealed
+    under its entity's key, read in the transaction), without a timestamp (stored at the
+    time of writing) or with an eventId used twice in the chunk."""
+    external_ids: set[str] = field(default_factory=set)
+    event_ids: set[str] = field(default_factory=set)
 
     def fits(self, template: Template, fingerprints: Fingerprinter, start: int, count: int) -> bool:
         return (
@@ -165,16 +177,43 @@ def _check_steps(prepared: PreparedEvents, items: list[Any]) -> Iterator[None]:
         except ValidationFailed as error:
             failed.append((offset, failure(start + offset, item, error)))
             continue
+        event_id = write.event_id or new_id("evt")
+        warnings = [w.to_wire() for w in write.warnings] if write.warnings else []
         checked.append(
             _Checked(
                 offset,
                 write,
-                write.event_id or new_id("evt"),
+                event_id,
                 fingerprints.of(write.fingerprint_source()),
                 (write.plain_json or dumps(write.plain)).decode(),
-                [w.to_wire() for w in write.warnings] if write.warnings else [],
+                warnings,
+                success(start + offset, write.external_id, warnings, eventId=event_id),
             )
         )
+        if prepared.rows is not None:
+            _add_row(prepared, checked[-1])
+
+
+def _add_row(prepared: PreparedEvents, item: _Checked) -> None:
+    """Append ``item`` to the rows built ahead, or give them up (see ``PreparedEvents.rows``)."""
+    rows, write = prepared.rows, item.write
+    assert rows is not None
+    assert rows.counted is not None
+    if write.pii or write.ts is None or item.event_id in prepared.event_ids:
+        prepared.rows = None
+        return
+    prepared.event_ids.add(item.event_id)
+    rows.event_id.append(item.event_id)
+    rows.external_id.append(write.external_id)
+    rows.type.append(write.type)
+    rows.data.append(item.data)
+    rows.pii.append(None)
+    rows.fingerprint.append(item.fingerprint)
+    rows.timestamp.append(write.timestamp)
+    rows.ts.append(write.ts)
+    rows.members.append(write.plain)
+    rows.counted.add(write.type, write.ts, write.plain)
+    prepared.external_ids.add(write.external_id)
 
 
 def prepare_events(
@@ -198,7 +237,11 @@ async def prepare_events_async(
 
 
 async def _apply_events(
-    services: Services, uow: UnitOfWork, ws: Workspace, prepared: PreparedEvents
+    services: Services,
+    uow: UnitOfWork,
+    ws: Workspace,
+    prepared: PreparedEvents,
+    writing: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
     core, fingerprints, start = services.core, prepared.fingerprints, prepared.start
     outcomes: list[dict[str, Any] | None] = [None] * prepared.count
@@ -206,6 +249,54 @@ async def _apply_events(
         outcomes[offset] = outcome
     entities = await uow.entities.key_states(ws.id, sorted({c.write.external_id for c in prepared.checked}))
     now = core.clock()
+    built = prepared.rows if _all_live(entities, prepared.external_ids) else None
+    repeats: list[_Checked] = []
+    if built is not None:  # the usual chunk: its rows were built ahead
+        written, sealed_pii, in_batch = prepared.checked, None, None
+    else:
+        written, sealed_pii, in_batch, repeats = _one_by_one(services, ws, prepared, entities, outcomes)
+    # A re-sent chunk (its first client eventIds are stored already) is looked up first and
+    # only its new events are written; otherwise insert first and look up what conflicted.
+    existing: dict[str, str] = {}
+    if await _looks_replayed(uow, ws, written):
+        existing = await uow.events.fingerprints(ws.id, [c.event_id for c in written])
+    rows = built if built is not None and not existing else _rows(written, sealed_pii, existing, now)
+    rows.received_at = [now] * len(rows.event_id)
+    rows.seq = [core.seq.next() for _ in rows.event_id]
+    if writing is not None:
+        writing()
+    inserted = await uow.events.insert_many(ws.id, rows)
+    raced = [event_id for event_id in rows.event_id if event_id not in inserted]
+    existing.update(await uow.events.fingerprints(ws.id, raced))
+    for item in written:
+        if item.event_id in inserted:
+            outcomes[item.offset] = item.stored
+        else:
+            outcomes[item.offset] = _judge_replay(
+                start + item.offset, item, existing.get(item.event_id), fingerprints
+            )
+    for item in repeats:
+        assert in_batch is not None
+        stored = in_batch[item.event_id] if item.event_id in inserted else existing.get(item.event_id)
+        outcomes[item.offset] = _judge_replay(start + item.offset, item, stored, fingerprints)
+    return [o for o in outcomes if o is not None]
+
+
+def _all_live(entities: dict[str, tuple[str | None, bool]], external_ids: set[str]) -> bool:
+    """Does every one of ``external_ids`` name a stored, not deleted entity?"""
+    return all((entity := entities.get(e)) is not None and not entity[1] for e in external_ids)
+
+
+def _one_by_one(
+    services: Services,
+    ws: Workspace,
+    prepared: PreparedEvents,
+    entities: dict[str, tuple[str | None, bool]],
+    outcomes: list[dict[str, Any] | None],
+) -> tuple[list[_Checked], list[str | None], dict[str, str], list[_Checked]]:
+    """The items to write, their sealed PII, the chunk's eventIds and the in-chunk repeats,
+    item by item: failing those of unknown or deleted entities (into ``outcomes``)."""
+    start = prepared.start
     written: list[_Checked] = []
     sealed_pii: list[str | None] = []
     in_batch: dict[str, str] = {}
@@ -234,13 +325,15 @@ async def _apply_events(
         in_batch[item.event_id] = item.fingerprint
         written.append(item)
         sealed_pii.append(pii)
-    # A re-sent chunk (its first client eventIds are stored already) is looked up first and
-    # only its new events are written; otherwise insert first and look up what conflicted.
-    existing: dict[str, str] = {}
-    if await _looks_replayed(uow, ws, written):
-        existing = await uow.events.fingerprints(ws.id, [c.event_id for c in written])
+    return written, sealed_pii, in_batch, repeats
+
+
+def _rows(
+    written: list[_Checked], sealed_pii: list[str | None] | None, existing: dict[str, str], now: int
+) -> EventColumns:
+    """The rows of the ``written`` items not already stored (``existing``), built now."""
     rows = EventColumns()
-    for item, pii in zip(written, sealed_pii, strict=True):
+    for n, item in enumerate(written):
         if item.event_id in existing:
             continue
         write = item.write
@@ -248,27 +341,12 @@ async def _apply_events(
         rows.external_id.append(write.external_id)
         rows.type.append(write.type)
         rows.data.append(item.data)
-        rows.pii.append(pii)
+        rows.pii.append(sealed_pii[n] if sealed_pii is not None else None)
         rows.fingerprint.append(item.fingerprint)
         rows.timestamp.append(write.timestamp)
         rows.ts.append(write.ts if write.ts is not None else now)
         rows.members.append(write.plain)
-    rows.received_at = [now] * len(rows.event_id)
-    rows.seq = [core.seq.next() for _ in rows.event_id]
-    inserted = await uow.events.insert_many(ws.id, rows)
-    raced = [event_id for event_id in rows.event_id if event_id not in inserted]
-    existing.update(await uow.events.fingerprints(ws.id, raced))
-    for item in written:
-        index = start + item.offset
-        if item.event_id in inserted:
-            external_id = item.write.external_id
-            outcomes[item.offset] = success(index, external_id, item.warnings, eventId=item.event_id)
-        else:
-            outcomes[item.offset] = _judge_replay(index, item, existing.get(item.event_id), fingerprints)
-    for item in repeats:
-        stored = in_batch[item.event_id] if item.event_id in inserted else existing.get(item.event_id)
-        outcomes[item.offset] = _judge_replay(start + item.offset, item, stored, fingerprints)
-    return [o for o in outcomes if o is not None]
+    return rows
 
 
 async def _looks_replayed(uow: UnitOfWork, ws: Workspace, written: list[_Checked]) -> bool:

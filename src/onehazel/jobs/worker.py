@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
 import socket
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -169,12 +170,18 @@ class Worker:
                 fingerprints = await self.core.fingerprinter(ws)  # also before the transaction
                 prepared = await self._prepared(ahead, job, batch, start, size, template, fingerprints)
                 ahead = await self._look_ahead(ws, job, batch, start + size, size, template, fingerprints)
+                go = functools.partial(self._go_ahead, ahead)
+                # SQLite writes in a thread of this process: look-ahead work beside its
+                # executemany would only fight it for the GIL, so it waits for the commit.
+                writing = go if self.core.store.engine.dialect.name == "postgresql" else None
                 async with self.core.store.begin() as uow:
                     current = await uow.jobs.get(ws.id, job.id, lock=True)
                     if current is None or current.status != "processing" or current.lease_owner != self.owner:
                         return  # the lease lapsed and another worker took over
                     chunk = items[current.processed : current.processed + size]
-                    outcomes = await self._apply(uow, ws, current, chunk, template, fingerprints, prepared)
+                    outcomes = await self._apply(
+                        uow, ws, current, chunk, template, fingerprints, prepared, writing
+                    )
                     now = self.core.clock()
                     updated = advance(current, outcomes, now=now, lease_until=now + self.lease)
                     if chunk:
@@ -182,13 +189,22 @@ class Worker:
                             ws.id, job.id, start_index=current.processed, outcomes=outcomes
                         )
                     await uow.jobs.save_progress(updated)
+                go()
                 start = updated.processed
                 if updated.status != "processing":
                     log.info("job finished", extra={"fields": {"jobId": job.id, "total": job.total}})
                     return
         finally:
+            self._go_ahead(ahead)
             if ahead is not None and ahead.job_id == job.id:
                 ahead.cancel()  # a chunk of this job that will not be applied by this call
+
+    def _go_ahead(self, ahead: Ahead | None) -> None:
+        """Let the look-aheads start their CPU work: the chunk's bulk write has begun (its
+        short statements before it were not kept waiting by them), or the chunk is over."""
+        for waiting in (ahead, self._ahead):
+            if waiting is not None:
+                waiting.go.set()
 
     async def _take_ahead(self, job: JobRecord) -> Ahead | None:
         """The look-ahead made for ``job`` while the previous job was applied, if any."""
@@ -239,9 +255,13 @@ class Worker:
             return None
         if job.kind == "events" and start < len(batch.items):
             chunk = batch.items[start : start + size]
-            return Ahead(job.id, start, batch).running(
-                prepare_events_async(template, chunk, start, fingerprints, clean=batch.clean)
-            )
+            ahead = Ahead(job.id, start, batch)
+
+            async def work() -> PreparedEvents | None:
+                await ahead.go.wait()
+                return await prepare_events_async(template, chunk, start, fingerprints, clean=batch.clean)
+
+            return ahead.running(work())
         if self._ahead is None and job.kind == "events":
             self._ahead = await Ahead.next_job(self, ws, job, template, fingerprints)
         return None
@@ -268,6 +288,7 @@ class Worker:
         template: Template | TemplateNotConfigured,
         fingerprints: Fingerprinter,
         prepared: PreparedEvents | None,
+        writing: Callable[[], None] | None,
     ) -> list[dict[str, Any]]:
         if isinstance(template, TemplateNotConfigured):
             return [failure(job.processed + i, item, template) for i, item in enumerate(chunk)]
@@ -281,6 +302,7 @@ class Worker:
             start=job.processed,
             fingerprints=fingerprints,
             prepared=prepared,
+            writing=writing,
         )
 
     async def read_items(self, workspace_id: str, job_id: str, kind: str) -> Items:
@@ -353,6 +375,9 @@ class Ahead:
         self.start = start
         self.items = items
         self.task: asyncio.Future[Any] | None = None
+        self.go = asyncio.Event()
+        """Set when the current chunk's bulk write starts (or the chunk ends): the work waits
+        for it, so it does not hold up the chunk's short statements before that."""
 
     def running(self, work: Coroutine[Any, Any, PreparedEvents | None]) -> Ahead:
         self.task = asyncio.ensure_future(work)
@@ -380,6 +405,7 @@ class Ahead:
         ahead = cls(queued[0], 0, None)
 
         async def work() -> PreparedEvents | None:
+            await ahead.go.wait()
             batch = worker.open_items(ws.id, queued[0], "events", blob)
             ahead.items = batch
             chunk = batch.items[: worker.chunk_sizes["events"]]

@@ -142,6 +142,8 @@ class EventColumns:
     members: list[Mapping[str, Any]] = field(default_factory=list)
     """Optional: each event's ``data`` as a dict (what ``data`` encodes). Given, the
     analytics deltas are computed in Python (``rollups.python_deltas``), not in SQL."""
+    counted: rollups.DeltaCounter | None = None
+    """Optional, with ``members``: every row already counted (e.g. while the rows were built)."""
 
     def columns(self) -> list[list[Any]]:
         return [getattr(self, name) for name in _NAMES]
@@ -153,6 +155,8 @@ class EventColumns:
         None when they are to be computed in SQL (no ``members``, or values only SQL renders)."""
         if len(self.members) != len(self.event_id):
             return None
+        if keep is None and self.counted is not None:
+            return self.counted.rows(workspace_id, sign=sign)
         if keep is None:
             return rollups.python_deltas(workspace_id, self.type, self.ts, self.members, sign=sign)
         chosen = [i for i, event_id in enumerate(self.event_id) if event_id in keep]

@@ -183,6 +183,60 @@ Delta = tuple[str, int, str, str | None, str | None, int | None, int, decimal.De
 """A delta row: workspace, hour, type, currency, tx type, scale, count, amount (pending)."""
 
 
+class DeltaCounter:
+    """Counts events one at a time into delta rows (:func:`python_deltas`, incrementally)."""
+
+    __slots__ = ("groups", "declined")
+
+    def __init__(self) -> None:
+        # Per key: [count, sum of the amounts as integers in units of 10**-scale] (one key
+        # holds one scale, so the exact sum is integer arithmetic; no Decimal per event).
+        self.groups: dict[tuple[int, str, Any, Any, int | None], list[Any]] = {}
+        self.declined = False
+        """An event only SQL can count exactly was added: :meth:`rows` answers None."""
+
+    def add(self, type_: str, ts: int, members: Mapping[str, Any]) -> None:
+        hour = ts // HOUR  # floor division, as floor_div() spells it in SQL
+        currency = tx_type = units = scale = None
+        if type_ == "transaction":
+            raw = members.get("amount")
+            if type(raw) is str:
+                if _DECIMAL.fullmatch(raw) is not None:
+                    currency, tx_type = members.get("currency"), members.get("type")
+                    if not (currency is None or type(currency) is str) or not (
+                        tx_type is None or type(tx_type) is str
+                    ):
+                        self.declined = True
+                        return
+                    point = raw.find(".")
+                    if point < 0:
+                        scale, units = 0, int(raw)
+                    else:
+                        scale, units = len(raw) - point - 1, int(raw[:point] + raw[point + 1 :])
+                elif "\n" in raw:
+                    self.declined = True
+                    return
+        key = (hour, type_, currency, tx_type, scale)
+        group = self.groups.get(key)
+        if group is None:
+            self.groups[key] = [1, units]
+        else:
+            group[0] += 1
+            if units is not None:
+                group[1] += units
+
+    def rows(self, workspace_id: str, *, sign: int = 1) -> list[Delta] | None:
+        if self.declined:
+            return None
+        rows: list[Delta] = []
+        for (hour, type_, currency, tx_type, scale), (count, units) in self.groups.items():
+            total = None
+            if units is not None and scale is not None:
+                total = decimal.Decimal(sign * units).scaleb(-scale, DECIMAL_CONTEXT)  # never "-0"
+            rows.append((workspace_id, hour, type_, currency, tx_type, scale, sign * count, total))
+        return rows
+
+
 def python_deltas(
     workspace_id: str,
     types: Sequence[str],
@@ -200,44 +254,12 @@ def python_deltas(
     transaction that is neither a string nor null (the databases render those as JSON
     text, each its own way), or an amount string with a newline in it.
     """
-    # Per key: [count, sum of the amounts as integers in units of 10**-scale] (one key holds
-    # one scale, so the exact sum is integer arithmetic; no Decimal per event).
-    groups: dict[tuple[int, str, Any, Any, int | None], list[Any]] = {}
-    fullmatch = _DECIMAL.fullmatch
+    counter = DeltaCounter()
     for type_, ts, members in zip(types, times, data, strict=True):
-        hour = ts // HOUR  # floor division, as floor_div() spells it in SQL
-        currency = tx_type = units = scale = None
-        if type_ == "transaction":
-            raw = members.get("amount")
-            if type(raw) is str:
-                if fullmatch(raw) is not None:
-                    currency, tx_type = members.get("currency"), members.get("type")
-                    if not (currency is None or type(currency) is str) or not (
-                        tx_type is None or type(tx_type) is str
-                    ):
-                        return None
-                    point = raw.find(".")
-                    if point < 0:
-                        scale, units = 0, int(raw)
-                    else:
-                        scale, units = len(raw) - point - 1, int(raw[:point] + raw[point + 1 :])
-                elif "\n" in raw:
-                    return None
-        key = (hour, type_, currency, tx_type, scale)
-        group = groups.get(key)
-        if group is None:
-            groups[key] = [1, units]
-        else:
-            group[0] += 1
-            if units is not None:
-                group[1] += units
-    rows: list[Delta] = []
-    for (hour, type_, currency, tx_type, scale), (count, units) in groups.items():
-        total = None
-        if units is not None and scale is not None:
-            total = decimal.Decimal(sign * units).scaleb(-scale, DECIMAL_CONTEXT)  # "-0" cannot arise
-        rows.append((workspace_id, hour, type_, currency, tx_type, scale, sign * count, total))
-    return rows
+        counter.add(type_, ts, members)
+        if counter.declined:
+            return None
+    return counter.rows(workspace_id, sign=sign)
 
 
 _PG_APPEND = (
