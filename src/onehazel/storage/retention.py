@@ -58,7 +58,7 @@ def _mentions(conn: AsyncConnection, external_ids: list[str]) -> Any:
     """A job_chunks condition: some item outcome names one of ``external_ids``."""
     if is_postgres(conn):
         return sa.text(
-            "EXISTS (SELECT 1 FROM jsonb_array_elements(job_chunks.outcomes) AS o "
+            "EXISTS (SELECT 1 FROM json_array_elements(job_chunks.outcomes) AS o "
             "WHERE o->>'externalId' = ANY(:ids))"
         ).bindparams(sa.bindparam("ids", external_ids, type_=sa.ARRAY(sa.Text)))
     return sa.text(

@@ -231,7 +231,8 @@ job_chunks = sa.Table(
     sa.Column("workspace_id", Id, primary_key=True),
     sa.Column("job_id", Id, primary_key=True),
     sa.Column("start_index", sa.Integer, primary_key=True),
-    sa.Column("outcomes", Json, nullable=False),
+    # json, not jsonb, on PostgreSQL: written once, kept as text (migration 0009).
+    sa.Column("outcomes", sa.JSON(), nullable=False),
 )
 
 audit_log = sa.Table(
