@@ -274,8 +274,8 @@ def postgres_cpu_seconds() -> float | None:
 
 
 class CpuMeter:
-    """CPU seconds the server process and the local PostgreSQL spent between start and stop:
-    where the time went (a CPU-bound side, or both waiting on each other)."""
+    """CPU seconds the server process, the local PostgreSQL and this client spent between start
+    and stop: where the time went (a CPU-bound side, or both waiting on each other)."""
 
     def __init__(self, server_pid: int | None) -> None:
         self.server_pid = server_pid
@@ -284,17 +284,20 @@ class CpuMeter:
     def __enter__(self) -> CpuMeter:
         self._server = cpu_seconds(self.server_pid) if self.server_pid else 0.0
         self._database = postgres_cpu_seconds()
+        self._client = time.process_time()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.server = (cpu_seconds(self.server_pid) if self.server_pid else 0.0) - self._server
         after = postgres_cpu_seconds()
         self.database = after - self._database if after is not None and self._database is not None else 0.0
+        self.client = time.process_time() - self._client
 
     def describe(self, seconds: float, *, postgres: bool) -> str:
         parts = [f"server CPU {self.server:.2f} s ({self.server / seconds:.0%})"] if self.server_pid else []
         if postgres:
             parts.append(f"PostgreSQL CPU {self.database:.2f} s ({self.database / seconds:.0%})")
+        parts.append(f"this client's CPU {self.client:.2f} s")
         return ", ".join(parts)
 
 
