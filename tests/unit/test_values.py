@@ -19,6 +19,7 @@ from onehazel.domain.values import (
     parse_decimal,
     parse_timestamp,
 )
+from onehazel.domain.values import _parse_timestamp as general_parse_timestamp
 
 
 def micros(*args: int) -> int:
@@ -111,6 +112,40 @@ def test_format_then_parse_round_trips(moment: datetime) -> None:
     text = format_timestamp(value)
     assert text.endswith("Z")
     assert parse_timestamp(text) == value
+
+
+def _either(parse: Any, text: str) -> object:
+    try:
+        return parse(text)
+    except ValueProblem as problem:
+        return (problem.code, problem.message)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.from_regex(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z", fullmatch=True))
+def test_the_whole_seconds_utc_shortcut_answers_like_the_general_parser(text: str) -> None:
+    """Any text of the shortcut's shape, real date or not (month 13, Feb 30, second 60, year 0)."""
+    assert _either(parse_timestamp, text) == _either(general_parse_timestamp, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0000-01-01T00:00:00Z",
+        "2026-02-30T00:00:00Z",
+        "2026-13-01T00:00:00Z",
+        "2026-11-27T24:00:00Z",
+        "2026-11-27T10:60:00Z",
+        "2026-11-27T10:00:60Z",
+        "2026-11-27T10:00:61Z",
+        "9999-12-31T23:59:59Z",
+        "0001-01-01T00:00:00Z",
+        "1969-12-31T23:59:59Z",
+        "2024-02-29T12:00:00Z",
+    ],
+)
+def test_the_shortcut_edges_answer_like_the_general_parser(text: str) -> None:
+    assert _either(parse_timestamp, text) == _either(general_parse_timestamp, text)
 
 
 def test_format_timestamp_shape() -> None:

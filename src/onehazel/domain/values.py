@@ -31,6 +31,8 @@ VALID_IDENTIFIER = re.compile(f"[^{_ID_FORBIDDEN}]{{1,{MAX_ID_LENGTH}}}")
 # A character no stored string may hold (NUL: PostgreSQL; lone surrogates: UTF-8).
 UNSTORABLE_CHAR = re.compile("[\x00\ud800-\udfff]")
 _MICROSECOND = timedelta(microseconds=1)
+_PLAIN_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+_EPOCH_ORDINAL = _EPOCH.toordinal()
 # Instants representable in UTC (years 1-9999): "0001-01-01T00:00:00+23:59" is not.
 _MIN_MICROS = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // _MICROSECOND
 _MAX_MICROS = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) - _EPOCH) // _MICROSECOND
@@ -47,6 +49,20 @@ class ValueProblem(ValueError):
 
 def parse_timestamp(raw: object) -> int:
     """Return microseconds since the epoch for an RFC 3339 string with an offset."""
+    if type(raw) is str and len(raw) == 20 and _PLAIN_UTC.fullmatch(raw) is not None and raw[17] < "6":
+        # The most common shape, whole seconds in UTC, without the general path's steps
+        # (it gives the same answer, and the precise error for a date that does not exist).
+        try:
+            moment = datetime.fromisoformat(raw)
+        except ValueError:
+            pass
+        else:
+            seconds = moment.hour * 3600 + moment.minute * 60 + moment.second
+            return ((moment.toordinal() - _EPOCH_ORDINAL) * 86_400 + seconds) * 1_000_000
+    return _parse_timestamp(raw)
+
+
+def _parse_timestamp(raw: object) -> int:
     if not isinstance(raw, str):
         raise ValueProblem("invalid_timestamp", "expected an RFC 3339 timestamp string")
     m = _TIMESTAMP.fullmatch(raw)  # not .match: "$" would let a trailing newline through
