@@ -92,7 +92,7 @@ async def apply_chunk(
     ``fingerprints`` (``core.fingerprinter(ws)``) must be fetched before ``uow`` opened.
     ``prepared`` may carry the events' checks, done ahead (:func:`prepare_events_async`);
     it is used only if made for these items with this template and secret. ``writing`` is
-    called when the events' bulk write starts (the database is busy for a while).
+    called when the events' bulk statements start (the database is busy for a while).
     """
     if kind == "events":
         if prepared is None or not prepared.fits(template, fingerprints, start, len(items)):
@@ -258,13 +258,14 @@ async def _apply_events(
     # A re-sent chunk (its first client eventIds are stored already) is looked up first and
     # only its new events are written; otherwise insert first and look up what conflicted.
     existing: dict[str, str] = {}
-    if await _looks_replayed(uow, ws, written):
+    replayed = await _looks_replayed(uow, ws, written)
+    if writing is not None:
+        writing()  # what follows is the long part: the bulk look-up or the bulk write
+    if replayed:
         existing = await uow.events.fingerprints(ws.id, [c.event_id for c in written])
     rows = built if built is not None and not existing else _rows(written, sealed_pii, existing, now)
     rows.received_at = [now] * len(rows.event_id)
     rows.seq = [core.seq.next() for _ in rows.event_id]
-    if writing is not None:
-        writing()
     inserted = await uow.events.insert_many(ws.id, rows)
     raced = [event_id for event_id in rows.event_id if event_id not in inserted]
     existing.update(await uow.events.fingerprints(ws.id, raced))
