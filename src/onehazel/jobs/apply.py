@@ -265,7 +265,7 @@ async def _apply_events(
         existing = await uow.events.fingerprints(ws.id, [c.event_id for c in written])
     rows = built if built is not None and not existing else _rows(written, sealed_pii, existing, now)
     rows.received_at = [now] * len(rows.event_id)
-    rows.seq = [core.seq.next() for _ in rows.event_id]
+    rows.seq = list(core.seq.take(len(rows.event_id)))
     inserted = await uow.events.insert_many(ws.id, rows)
     raced = [event_id for event_id in rows.event_id if event_id not in inserted]
     existing.update(await uow.events.fingerprints(ws.id, raced))

@@ -27,3 +27,10 @@ class SequenceClock:
     def next(self) -> int:
         self._last = max(self._last + 1, time.time_ns() // 1000)
         return self._last
+
+    def take(self, count: int) -> range:
+        """``count`` consecutive values at once, after every value given before (as ``count``
+        calls of :meth:`next` would, without reading the clock each time)."""
+        first = max(self._last + 1, time.time_ns() // 1000)
+        self._last = first + count - 1 if count > 0 else self._last
+        return range(first, first + max(count, 0))
