@@ -839,14 +839,11 @@ def _measure(
 
     workspace = raw_workspace_id()
     rows = raw_rows(events, workspace)
-    with CpuMeter(None) as cpu:
-        raw_seconds, raw_resend_seconds = raw(rows)
+    raw_seconds, raw_resend_seconds = raw(rows)
     log(
         f"{backend}: raw insert {raw_seconds:.2f} s = {len(rows) / raw_seconds:,.0f} rows/s; "
         f"raw re-insert {raw_resend_seconds:.2f} s = {len(rows) / raw_resend_seconds:,.0f} rows/s"
     )
-    if backend == "postgres":
-        log(f"{backend}: raw insert + re-insert: PostgreSQL CPU {cpu.database:.2f} s")
     return Result(
         backend=backend,
         first=first,

@@ -226,11 +226,19 @@ def prepare_events(
 
 
 async def prepare_events_async(
-    template: Template, items: list[Any], start: int, fingerprints: Fingerprinter, *, clean: bool = False
+    template: Template,
+    items: list[Any],
+    start: int,
+    fingerprints: Fingerprinter,
+    *,
+    clean: bool = False,
+    rows: bool = True,
 ) -> PreparedEvents:
     """:func:`prepare_events` in slices, letting the event loop run between them (HTTP
     requests, the database round trips of the chunk being written)."""
     prepared = PreparedEvents(template, fingerprints, start, len(items), clean)
+    if not rows:  # e.g. a re-send, whose rows are stored already: not worth building
+        prepared.rows = None
     for _ in _check_steps(prepared, items):
         await asyncio.sleep(0)
     return prepared

@@ -100,6 +100,9 @@ class Worker:
             self.chunk_sizes["events"] = max(1, int(events_chunk))
         self.owner = f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
         self._ahead: Ahead | None = None  # the workspace's next job, read and checked ahead
+        # The last events chunk was a re-send (every item a duplicate): the next one likely is
+        # too, so its look-ahead does not build rows (PreparedEvents.rows) it would not write.
+        self._replaying = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; storage outages are logged and retried."""
@@ -184,6 +187,8 @@ class Worker:
                     )
                     now = self.core.clock()
                     updated = advance(current, outcomes, now=now, lease_until=now + self.lease)
+                    if job.kind == "events" and outcomes:
+                        self._replaying = all(o["status"] == "duplicate" for o in outcomes)
                     if chunk:
                         await uow.jobs.add_chunk(
                             ws.id, job.id, start_index=current.processed, outcomes=outcomes
@@ -237,7 +242,9 @@ class Worker:
             if prepared is not None:
                 return prepared
         chunk = batch.items[start : start + size]
-        return await prepare_events_async(template, chunk, start, fingerprints, clean=batch.clean)
+        return await prepare_events_async(
+            template, chunk, start, fingerprints, clean=batch.clean, rows=not self._replaying
+        )
 
     async def _look_ahead(
         self,
@@ -259,7 +266,9 @@ class Worker:
 
             async def work() -> PreparedEvents | None:
                 await ahead.go.wait()
-                return await prepare_events_async(template, chunk, start, fingerprints, clean=batch.clean)
+                return await prepare_events_async(
+                    template, chunk, start, fingerprints, clean=batch.clean, rows=not self._replaying
+                )
 
             return ahead.running(work())
         if self._ahead is None and job.kind == "events":
@@ -409,7 +418,9 @@ class Ahead:
             batch = worker.open_items(ws.id, queued[0], "events", blob)
             ahead.items = batch
             chunk = batch.items[: worker.chunk_sizes["events"]]
-            return await prepare_events_async(template, chunk, 0, fingerprints, clean=batch.clean)
+            return await prepare_events_async(
+                template, chunk, 0, fingerprints, clean=batch.clean, rows=not worker._replaying
+            )
 
         return ahead.running(work())
 
