@@ -155,6 +155,8 @@ def test_negative_deltas_mirror_positive_ones() -> None:
         {"amount": "1.5", "currency": "EUR", "type": {"k": "v"}},
         {"amount": "1.5", "currency": ["EUR"], "type": "bet"},
         {"amount": "1.5\n", "currency": "EUR", "type": "bet"},  # "$" before a newline: SQLite's check differs
+        {"amount": "9" * 5000, "currency": "EUR", "type": "bet"},  # past int()'s 4300-digit limit
+        {"amount": "1." + "0" * 950, "currency": "EUR", "type": "bet"},  # beyond the exact context
     ],
 )
 def test_python_deltas_decline_what_only_the_database_renders(data: dict[str, Any]) -> None:

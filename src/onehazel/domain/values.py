@@ -49,7 +49,13 @@ class ValueProblem(ValueError):
 
 def parse_timestamp(raw: object) -> int:
     """Return microseconds since the epoch for an RFC 3339 string with an offset."""
-    if type(raw) is str and len(raw) == 20 and _PLAIN_UTC.fullmatch(raw) is not None and raw[17] < "6":
+    if (
+        type(raw) is str
+        and len(raw) == 20
+        and _PLAIN_UTC.fullmatch(raw) is not None
+        and raw[11:13] < "24"  # Python 3.14's fromisoformat reads T24:00:00 as the next midnight
+        and raw[17] < "6"
+    ):
         # The most common shape, whole seconds in UTC, without the general path's steps
         # (it gives the same answer, and the precise error for a date that does not exist).
         try:

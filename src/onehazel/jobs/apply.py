@@ -85,14 +85,15 @@ async def apply_chunk(
     start: int,
     fingerprints: Fingerprinter,
     prepared: PreparedEvents | None = None,
-    writing: Callable[[], None] | None = None,
+    writing: Callable[[bool], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Apply ``items`` (indexes ``start``..) and return one outcome per item, in order.
 
     ``fingerprints`` (``core.fingerprinter(ws)``) must be fetched before ``uow`` opened.
     ``prepared`` may carry the events' checks, done ahead (:func:`prepare_events_async`);
     it is used only if made for these items with this template and secret. ``writing`` is
-    called when the events' bulk statements start (the database is busy for a while).
+    called when the events' bulk statements start (the database is busy for a while), with
+    whether the chunk looks like a re-send.
     """
     if kind == "events":
         if prepared is None or not prepared.fits(template, fingerprints, start, len(items)):
@@ -249,7 +250,7 @@ async def _apply_events(
     uow: UnitOfWork,
     ws: Workspace,
     prepared: PreparedEvents,
-    writing: Callable[[], None] | None = None,
+    writing: Callable[[bool], None] | None = None,
 ) -> list[dict[str, Any]]:
     core, fingerprints, start = services.core, prepared.fingerprints, prepared.start
     outcomes: list[dict[str, Any] | None] = [None] * prepared.count
@@ -268,7 +269,7 @@ async def _apply_events(
     existing: dict[str, str] = {}
     replayed = await _looks_replayed(uow, ws, written)
     if writing is not None:
-        writing()  # what follows is the long part: the bulk look-up or the bulk write
+        writing(replayed)  # what follows is the long part: the bulk look-up or the bulk write
     if replayed:
         existing = await uow.events.fingerprints(ws.id, [c.event_id for c in written])
     rows = built if built is not None and not existing else _rows(written, sealed_pii, existing, now)

@@ -204,9 +204,12 @@ class Worker:
             if ahead is not None and ahead.job_id == job.id:
                 ahead.cancel()  # a chunk of this job that will not be applied by this call
 
-    def _go_ahead(self, ahead: Ahead | None) -> None:
+    def _go_ahead(self, ahead: Ahead | None, replayed: bool | None = None) -> None:
         """Let the look-aheads start their CPU work: the chunk's bulk write has begun (its
-        short statements before it were not kept waiting by them), or the chunk is over."""
+        short statements before it were not kept waiting by them), or the chunk is over.
+        ``replayed``: the chunk looks like a re-send, known before its outcomes are."""
+        if replayed is not None:
+            self._replaying = replayed
         for waiting in (ahead, self._ahead):
             if waiting is not None:
                 waiting.go.set()
@@ -297,7 +300,7 @@ class Worker:
         template: Template | TemplateNotConfigured,
         fingerprints: Fingerprinter,
         prepared: PreparedEvents | None,
-        writing: Callable[[], None] | None,
+        writing: Callable[[bool], None] | None,
     ) -> list[dict[str, Any]]:
         if isinstance(template, TemplateNotConfigured):
             return [failure(job.processed + i, item, template) for i, item in enumerate(chunk)]

@@ -179,6 +179,8 @@ def pg_uncounting(delete: str, select: str) -> str:
 
 # ``_PG_DECIMAL`` for Python's fullmatch (no "$" that would admit a trailing newline).
 _DECIMAL = re.compile(r"-?[0-9]+(?:[.][0-9]+)?")
+# Amount strings longer than this are left to SQL (the API's decimals have at most 40 digits).
+_LONGEST_AMOUNT = 900
 Delta = tuple[str, int, str, str | None, str | None, int | None, int, decimal.Decimal | None]
 """A delta row: workspace, hour, type, currency, tx type, scale, count, amount (pending)."""
 
@@ -201,6 +203,9 @@ class DeltaCounter:
         if type_ == "transaction":
             raw = members.get("amount")
             if type(raw) is str:
+                if len(raw) > _LONGEST_AMOUNT:  # past int()'s digit limit and the exact context
+                    self.declined = True
+                    return
                 if _DECIMAL.fullmatch(raw) is not None:
                     currency, tx_type = members.get("currency"), members.get("type")
                     if not (currency is None or type(currency) is str) or not (
@@ -252,7 +257,8 @@ def python_deltas(
     (the rows' values are already in memory). It answers None (let the SQL compute it)
     for any event where the two could disagree: a ``currency`` or ``type`` member of a
     transaction that is neither a string nor null (the databases render those as JSON
-    text, each its own way), or an amount string with a newline in it.
+    text, each its own way), an amount string with a newline in it, or one of more than
+    900 characters (beyond what Python sums here exactly).
     """
     counter = DeltaCounter()
     for type_, ts, members in zip(types, times, data, strict=True):

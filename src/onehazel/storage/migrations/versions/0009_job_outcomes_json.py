@@ -44,5 +44,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    op.execute("ALTER TABLE job_chunks ALTER COLUMN outcomes SET COMPRESSION default")
+    version = op.get_bind().execute(sa.text("SELECT current_setting('server_version_num')::int")).scalar()
+    if version is not None and version >= 140000:  # no SET COMPRESSION before PostgreSQL 14
+        op.execute("ALTER TABLE job_chunks ALTER COLUMN outcomes SET COMPRESSION default")
     op.execute("ALTER TABLE job_chunks ALTER COLUMN outcomes TYPE jsonb USING outcomes::jsonb")
