@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from onehazel.config import Config
 from onehazel.services.container import Services
 from onehazel.services.core import Core
@@ -34,3 +36,21 @@ def buckets_for(config: Config, store: Store) -> BucketStore:
     if not config.is_sqlite:
         return SqlBuckets(store)
     return MemoryBuckets()
+
+
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def tune_gc() -> None:
+    """Garbage-collector settings for a long-running server or worker, once it has started."""
+    # Everything made at start-up (the app, its routes and models, the libraries) lives
+    # as long as the process: move it out of the cyclic collector's sight, so a full
+    # collection under load walks only what requests made, not the whole heap (a pause
+    # that lands in the latency tail).
+    gc.collect()
+    gc.freeze()
+    # A young collection every 700 net allocations (the default) runs hundreds of times
+    # per 5000-event batch and promotes its short-lived dicts to older generations, whose
+    # collections then walk them again. The data here is almost never cyclic (reference
+    # counting frees it), so collect less often: same safety net, a fraction of the cost.
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)

@@ -10,21 +10,18 @@ analytics rollup compaction unless ONEHAZEL_ANALYTICS_COMPACT_SECONDS=0.
 from __future__ import annotations
 
 import asyncio
-import gc
 from typing import Any
 
 from fastapi import FastAPI
 
 from onehazel.api.app import create_app
 from onehazel.api.observability import configure_logging
-from onehazel.bootstrap import open_services
+from onehazel.bootstrap import open_services, tune_gc
 from onehazel.config import Config
 from onehazel.jobs.worker import start_in_background
 from onehazel.services.analytics import start_compaction_in_background
 from onehazel.services.container import Services
 from onehazel.services.retention import start_retention_in_background
-
-GC_YOUNG_THRESHOLD = 50_000
 
 
 def app_from_env() -> FastAPI:
@@ -33,17 +30,7 @@ def app_from_env() -> FastAPI:
 
     async def services() -> Services:
         opened = await open_services(config)
-        # Everything made at start-up (the app, its routes and models, the libraries) lives
-        # as long as the process: move it out of the cyclic collector's sight, so a full
-        # collection under load walks only what requests made, not the whole heap (a pause
-        # that lands in the latency tail).
-        gc.collect()
-        gc.freeze()
-        # A young collection every 700 net allocations (the default) runs hundreds of times
-        # per 5000-event batch and promotes its short-lived dicts to older generations, whose
-        # collections then walk them again. The data here is almost never cyclic (reference
-        # counting frees it), so collect less often: same safety net, a fraction of the cost.
-        gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
+        tune_gc()
         return opened
 
     retention = config.retention_options()
