@@ -204,17 +204,23 @@ def _add_row(prepared: PreparedEvents, item: _Checked) -> None:
         prepared.rows = None
         return
     prepared.event_ids.add(item.event_id)
+    _append(rows, item, None, write.ts)
+    rows.counted.add(write.type, write.ts, write.plain)
+    prepared.external_ids.add(write.external_id)
+
+
+def _append(rows: EventColumns, item: _Checked, pii: str | None, ts: int) -> None:
+    """Append ``item``'s row: its sealed ``pii`` (JSON text, or None) and its ``ts``."""
+    write = item.write
     rows.event_id.append(item.event_id)
     rows.external_id.append(write.external_id)
     rows.type.append(write.type)
     rows.data.append(item.data)
-    rows.pii.append(None)
+    rows.pii.append(pii)
     rows.fingerprint.append(item.fingerprint)
     rows.timestamp.append(write.timestamp)
-    rows.ts.append(write.ts)
+    rows.ts.append(ts)
     rows.members.append(write.plain)
-    rows.counted.add(write.type, write.ts, write.plain)
-    prepared.external_ids.add(write.external_id)
 
 
 def prepare_events(
@@ -344,18 +350,11 @@ def _rows(
     """The rows of the ``written`` items not already stored (``existing``), built now."""
     rows = EventColumns()
     for n, item in enumerate(written):
-        if item.event_id in existing:
-            continue
-        write = item.write
-        rows.event_id.append(item.event_id)
-        rows.external_id.append(write.external_id)
-        rows.type.append(write.type)
-        rows.data.append(item.data)
-        rows.pii.append(sealed_pii[n] if sealed_pii is not None else None)
-        rows.fingerprint.append(item.fingerprint)
-        rows.timestamp.append(write.timestamp)
-        rows.ts.append(write.ts if write.ts is not None else now)
-        rows.members.append(write.plain)
+        if item.event_id not in existing:
+            ts = item.write.ts
+            _append(
+                rows, item, sealed_pii[n] if sealed_pii is not None else None, ts if ts is not None else now
+            )
     return rows
 
 
