@@ -100,8 +100,10 @@ class Worker:
             self.chunk_sizes["events"] = max(1, int(events_chunk))
         self.owner = f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
         self._ahead: Ahead | None = None  # the workspace's next job, read and checked ahead
-        # The last events chunk was a re-send (every item a duplicate): the next one likely is
-        # too, so its look-ahead does not build rows (PreparedEvents.rows) it would not write.
+        # The last events chunk was a re-send: the next one likely is too, so its look-ahead
+        # does not build rows (PreparedEvents.rows) it would not write. Set from the chunk's
+        # replay probe (PostgreSQL, before its bulk statements, when the look-ahead starts),
+        # then from its outcomes (every item a duplicate).
         self._replaying = False
 
     async def run(self, stop: asyncio.Event) -> None:
