@@ -173,8 +173,8 @@ class Worker:
                     return
                 template = await self._template(ws)
                 fingerprints = await self.core.fingerprinter(ws)  # also before the transaction
-                prepared = await self._prepared(ahead, job, batch, start, size, template, fingerprints)
-                ahead = await self._look_ahead(ws, job, batch, start + size, size, template, fingerprints)
+                prepared = await self._prepared(ahead, job, batch, start, template, fingerprints)
+                ahead = await self._look_ahead(ws, job, batch, start + size, template, fingerprints)
                 go = functools.partial(self._go_ahead, ahead)
                 # SQLite writes in a thread of this process: look-ahead work beside its
                 # executemany would only fight it for the GIL, so it waits for the commit.
@@ -234,7 +234,6 @@ class Worker:
         job: JobRecord,
         batch: Items,
         start: int,
-        size: int,
         template: Template | TemplateNotConfigured,
         fingerprints: Fingerprinter,
     ) -> PreparedEvents | None:
@@ -246,7 +245,14 @@ class Worker:
             prepared = await ahead.result()
             if prepared is not None:
                 return prepared
-        chunk = batch.items[start : start + size]
+        return await self._check(template, batch, start, fingerprints)
+
+    async def _check(
+        self, template: Template, batch: Items, start: int, fingerprints: Fingerprinter
+    ) -> PreparedEvents:
+        """Check the events chunk of ``batch`` at ``start`` (in slices, off any transaction);
+        rows are built unless the last chunk was a re-send."""
+        chunk = batch.items[start : start + self.chunk_sizes["events"]]
         return await prepare_events_async(
             template, chunk, start, fingerprints, clean=batch.clean, rows=not self._replaying
         )
@@ -257,7 +263,6 @@ class Worker:
         job: JobRecord,
         batch: Items,
         start: int,
-        size: int,
         template: Template | TemplateNotConfigured,
         fingerprints: Fingerprinter,
     ) -> Ahead | None:
@@ -266,14 +271,11 @@ class Worker:
         if isinstance(template, TemplateNotConfigured):
             return None
         if job.kind == "events" and start < len(batch.items):
-            chunk = batch.items[start : start + size]
             ahead = Ahead(job.id, start, batch)
 
             async def work() -> PreparedEvents | None:
                 await ahead.go.wait()
-                return await prepare_events_async(
-                    template, chunk, start, fingerprints, clean=batch.clean, rows=not self._replaying
-                )
+                return await self._check(template, batch, start, fingerprints)
 
             return ahead.running(work())
         if self._ahead is None and job.kind == "events":
@@ -422,10 +424,7 @@ class Ahead:
             await ahead.go.wait()
             batch = worker.open_items(ws.id, queued[0], "events", blob)
             ahead.items = batch
-            chunk = batch.items[: worker.chunk_sizes["events"]]
-            return await prepare_events_async(
-                template, chunk, 0, fingerprints, clean=batch.clean, rows=not worker._replaying
-            )
+            return await worker._check(template, batch, 0, fingerprints)
 
         return ahead.running(work())
 
