@@ -15,6 +15,7 @@ identical to the single endpoints.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -92,7 +93,8 @@ async def apply_chunk(
     ``fingerprints`` (``core.fingerprinter(ws)``) must be fetched before ``uow`` opened.
     ``prepared`` may carry the events' checks, done ahead (:func:`prepare_events_async`);
     it is used only if made for these items with this template and secret. ``writing`` is
-    called when the events' bulk statements start (the database is busy for a while), with
+    called once the long part of the events' bulk statements starts (the database is busy
+    for a while: the look-up of a re-sent chunk, or the write after its rows are sent), with
     whether the chunk looks like a re-send.
     """
     if kind == "events":
@@ -274,14 +276,20 @@ async def _apply_events(
     # only its new events are written; otherwise insert first and look up what conflicted.
     existing: dict[str, str] = {}
     replayed = await _looks_replayed(uow, ws, written)
+    started = None
     if writing is not None:
-        writing(replayed)  # what follows is the long part: the bulk look-up or the bulk write
+        if replayed:
+            writing(True)  # what follows is the long part: the bulk look-up
+        else:
+            started = functools.partial(writing, False)  # when the bulk write's long part starts
     if replayed:
         existing = await uow.events.fingerprints(ws.id, [c.event_id for c in written])
     rows = built if built is not None and not existing else _rows(written, sealed_pii, existing, now)
     rows.received_at = [now] * len(rows.event_id)
     rows.seq = list(core.seq.take(len(rows.event_id)))
-    inserted = await uow.events.insert_many(ws.id, rows)
+    inserted = await uow.events.insert_many(ws.id, rows, started=started)
+    if started is not None and not rows.event_id:
+        started()
     raced = [event_id for event_id in rows.event_id if event_id not in inserted]
     existing.update(await uow.events.fingerprints(ws.id, raced))
     for item in written:

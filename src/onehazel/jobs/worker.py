@@ -176,16 +176,13 @@ class Worker:
                 prepared = await self._prepared(ahead, job, batch, start, template, fingerprints)
                 ahead = await self._look_ahead(ws, job, batch, start + size, template, fingerprints)
                 go = functools.partial(self._go_ahead, ahead)
-                # SQLite writes in a thread of this process: look-ahead work beside its
-                # executemany would only fight it for the GIL, so it waits for the commit.
-                writing = go if self.core.store.engine.dialect.name == "postgresql" else None
                 async with self.core.store.begin() as uow:
                     current = await uow.jobs.get(ws.id, job.id, lock=True)
                     if current is None or current.status != "processing" or current.lease_owner != self.owner:
                         return  # the lease lapsed and another worker took over
                     chunk = items[current.processed : current.processed + size]
                     outcomes = await self._apply(
-                        uow, ws, current, chunk, template, fingerprints, prepared, writing
+                        uow, ws, current, chunk, template, fingerprints, prepared, go
                     )
                     now = self.core.clock()
                     updated = advance(current, outcomes, now=now, lease_until=now + self.lease)

@@ -1,0 +1,130 @@
+"""The batch path's bulk write stores every value exactly as given, on SQLite and PostgreSQL.
+
+``EventRepository.insert_many`` hands the database a whole chunk at once: on PostgreSQL a
+binary COPY into a staging table, on SQLite one JSON document of rows that the database
+takes apart itself (``json_extract``). Here random rows full of awkward text (quotes,
+backslashes, control characters, U+2028, astral characters, every length) and extreme
+integers go in, and the stored rows must read back identical; rows already stored are
+left as they were and reported as not inserted.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from onehazel.services.container import Services
+from onehazel.storage.events import EventColumns
+from onehazel.storage.tables import events
+
+AWKWARD = [
+    '"',
+    "\\",
+    "\\u0041",
+    "\n",
+    "\r\t\b\f",
+    "\x01",
+    "\x1f",
+    "\x7f",
+    "\u2028\u2029",
+    "é",
+    "€",
+    "😀",
+    "𝄞",
+    "'",
+    "%",
+    "$[0]",
+    " ",
+    "",
+    "a" * 300,
+]
+ID_CHARS = ["a", "Z", "0", "-", "_", ".", ":", "/", " ", "é", "😀", '"', "\\", "'", "€"]
+
+
+def _text(rng: random.Random, pieces: int = 6) -> str:
+    return "".join(rng.choice(AWKWARD) for _ in range(rng.randrange(0, pieces)))
+
+
+def _short(rng: random.Random) -> str:
+    """At most 24 characters (``type`` and ``timestamp`` hold 64, ``fingerprint`` 100)."""
+    return _text(rng)[:24]
+
+
+def _identifier(rng: random.Random, n: int) -> str:
+    return "".join(rng.choice(ID_CHARS) for _ in range(rng.randrange(1, 12))) + f"#{n}"
+
+
+def random_rows(rng: random.Random, count: int, prefix: str) -> EventColumns:
+    rows = EventColumns()
+    for n in range(count):
+        data = {_text(rng): _text(rng), "amount": _text(rng), "n": rng.choice([0, -1, 2**63 - 1, -(2**63)])}
+        rows.event_id.append(f"{prefix}{_identifier(rng, n)}")
+        rows.external_id.append(_identifier(rng, n))
+        rows.type.append(rng.choice(["transaction", "session", _short(rng) or "x"]))
+        rows.data.append(orjson.dumps(data).decode())
+        rows.pii.append(orjson.dumps({"email": _text(rng)}).decode() if rng.random() < 0.3 else None)
+        rows.fingerprint.append("s1." + _short(rng))
+        rows.timestamp.append(rng.choice([None, "2026-11-27T10:00:00Z", _short(rng)]))
+        rows.ts.append(rng.choice([0, -1, 2**62, -(2**62), rng.randrange(-(10**15), 10**15)]))
+        rows.received_at.append(rng.randrange(0, 2**62))
+        rows.seq.append(10_000 + n)
+    return rows
+
+
+async def stored_rows(services: Services, ws: str) -> list[tuple[object, ...]]:
+    columns = [events.c[name] for name in ("event_id", "external_id", "type", "fingerprint", "timestamp")]
+    columns += [events.c[name] for name in ("ts", "received_at", "seq", "data", "pii")]
+    async with services.core.store.begin() as uow:
+        result = await uow.conn.execute(
+            sa.select(*columns).where(events.c.workspace_id == ws).order_by(events.c.seq)
+        )
+        return [tuple(row) for row in result]
+
+
+def expected_rows(rows: EventColumns) -> list[tuple[object, ...]]:
+    return sorted(
+        (
+            (e, x, t, f, ts_text, ts, r, s, orjson.loads(d), None if p is None else orjson.loads(p))
+            for e, x, t, d, p, f, ts_text, ts, r, s in zip(*rows.columns(), strict=True)
+        ),
+        key=lambda row: row[7],  # seq
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_every_value_is_stored_exactly(services: Services, seed: int) -> None:
+    rng = random.Random(seed)
+    ws = f"ws_bulk_{uuid.uuid4().hex[:12]}"
+    rows = random_rows(rng, 400, "e")
+    calls: list[str] = []
+    async with services.core.store.begin() as uow:
+        inserted = await uow.events.insert_many(ws, rows, started=lambda: calls.append("started"))
+    assert inserted == set(rows.event_id)
+    assert calls == ["started"]  # told once that the long part of the write began
+    assert await stored_rows(services, ws) == expected_rows(rows)
+
+
+async def test_rows_already_stored_are_kept_and_not_reported(services: Services) -> None:
+    rng = random.Random(7)
+    ws = f"ws_bulk_{uuid.uuid4().hex[:12]}"
+    first = random_rows(rng, 50, "a")
+    async with services.core.store.begin() as uow:
+        assert await uow.events.insert_many(ws, first) == set(first.event_id)
+
+    # The same eventIds again with other values, beside new ones: only the new ones go in.
+    again = random_rows(rng, 50, "a")
+    again.event_id[:] = first.event_id
+    new = random_rows(rng, 30, "b")
+    mixed = EventColumns(*(old + extra for old, extra in zip(again.columns(), new.columns(), strict=True)))
+    mixed.seq = [20_000 + n for n in range(len(mixed.event_id))]
+    async with services.core.store.begin() as uow:
+        inserted = await uow.events.insert_many(ws, mixed)
+    assert inserted == set(new.event_id)
+    new.seq = mixed.seq[len(first.event_id) :]
+    assert await stored_rows(services, ws) == sorted(
+        expected_rows(first) + expected_rows(new), key=lambda row: row[7]
+    )
