@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 
 from onehazel.config import Config
 from onehazel.services.container import Services
@@ -38,11 +39,12 @@ def buckets_for(config: Config, store: Store) -> BucketStore:
     return MemoryBuckets()
 
 
+SWITCH_INTERVAL_SECONDS = 0.0005
 GC_YOUNG_THRESHOLD = 50_000
 
 
-def tune_gc() -> None:
-    """Garbage-collector settings for a long-running server or worker, once it has started."""
+def tune_runtime() -> None:
+    """Interpreter settings for a long-running server or worker, once it has started."""
     # Everything made at start-up (the app, its routes and models, the libraries) lives
     # as long as the process: move it out of the cyclic collector's sight, so a full
     # collection under load walks only what requests made, not the whole heap (a pause
@@ -54,3 +56,9 @@ def tune_gc() -> None:
     # collections then walk them again. The data here is almost never cyclic (reference
     # counting frees it), so collect less often: same safety net, a fraction of the cost.
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
+    # SQLite runs in a thread of this process and lets go of the GIL while a statement runs;
+    # when it is done it waits for the GIL, which the event loop (checking the next batch
+    # chunk, serving requests) gives up only every switch interval: 5 ms by default, a
+    # stall after every SQLite statement. 0.5 ms: the batch bench on SQLite went from
+    # 17,300 to 19,500-22,600 events/s in interleaved runs. Other threads here are idle.
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)

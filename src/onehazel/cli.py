@@ -637,7 +637,7 @@ def worker(
     import signal
 
     from onehazel.api.observability import configure_logging
-    from onehazel.bootstrap import tune_gc
+    from onehazel.bootstrap import tune_runtime
     from onehazel.jobs.worker import start_in_background
 
     config = load_config(database_url)
@@ -647,7 +647,7 @@ def worker(
         await _ensure_schema(config, migrate_sqlite=config.is_sqlite)
         await _check_master_keys(config)
         services = await open_services(config)
-        tune_gc()  # as serve does
+        tune_runtime()  # as serve does
         stopped = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

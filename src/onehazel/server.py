@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from onehazel.api.app import create_app
 from onehazel.api.observability import configure_logging
-from onehazel.bootstrap import open_services, tune_gc
+from onehazel.bootstrap import open_services, tune_runtime
 from onehazel.config import Config
 from onehazel.jobs.worker import start_in_background
 from onehazel.services.analytics import start_compaction_in_background
@@ -30,7 +30,7 @@ def app_from_env() -> FastAPI:
 
     async def services() -> Services:
         opened = await open_services(config)
-        tune_gc()
+        tune_runtime()
         return opened
 
     retention = config.retention_options()

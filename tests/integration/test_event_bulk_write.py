@@ -1,8 +1,8 @@
 """The batch path's bulk write stores every value exactly as given, on SQLite and PostgreSQL.
 
 ``EventRepository.insert_many`` hands the database a whole chunk at once: on PostgreSQL a
-binary COPY into a staging table, on SQLite one JSON document of rows that the database
-takes apart itself (``json_extract``). Here random rows full of awkward text (quotes,
+binary COPY into a staging table, on SQLite multi-row INSERT statements (or executemany,
+where SQLite's parameter limit is low). Here random rows full of awkward text (quotes,
 backslashes, control characters, U+2028, astral characters, every length) and extreme
 integers go in, and the stored rows must read back identical; rows already stored are
 left as they were and reported as not inserted.
@@ -11,6 +11,7 @@ left as they were and reported as not inserted.
 from __future__ import annotations
 
 import random
+import sqlite3
 import uuid
 
 import orjson
@@ -18,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from onehazel.services.container import Services
+from onehazel.storage import events as event_storage
 from onehazel.storage.events import EventColumns
 from onehazel.storage.tables import events
 
@@ -95,8 +97,18 @@ def expected_rows(rows: EventColumns) -> list[tuple[object, ...]]:
     )
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-async def test_every_value_is_stored_exactly(services: Services, seed: int) -> None:
+@pytest.fixture(params=["multi-row", "small statements", "executemany"])
+def sqlite_write(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """SQLite's ways to write a chunk (PostgreSQL has one: these change nothing there)."""
+    if request.param == "small statements":  # several statements per chunk, and a shorter last one
+        monkeypatch.setattr(event_storage, "_SQLITE_ROWS", 7)
+    if request.param == "executemany":
+        monkeypatch.setattr(event_storage, "_sqlite_multirow", False)
+    return str(request.param)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_every_value_is_stored_exactly(services: Services, seed: int, sqlite_write: str) -> None:
     rng = random.Random(seed)
     ws = f"ws_bulk_{uuid.uuid4().hex[:12]}"
     rows = random_rows(rng, 400, "e")
@@ -108,7 +120,7 @@ async def test_every_value_is_stored_exactly(services: Services, seed: int) -> N
     assert await stored_rows(services, ws) == expected_rows(rows)
 
 
-async def test_rows_already_stored_are_kept_and_not_reported(services: Services) -> None:
+async def test_rows_already_stored_are_kept_and_not_reported(services: Services, sqlite_write: str) -> None:
     rng = random.Random(7)
     ws = f"ws_bulk_{uuid.uuid4().hex[:12]}"
     first = random_rows(rng, 50, "a")
@@ -128,3 +140,27 @@ async def test_rows_already_stored_are_kept_and_not_reported(services: Services)
     assert await stored_rows(services, ws) == sorted(
         expected_rows(first) + expected_rows(new), key=lambda row: row[7]
     )
+
+
+async def test_a_statement_over_sqlites_parameter_limit_falls_back_to_executemany(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SQLite whose parameter limit is lower than a multi-row statement needs: the first
+    statement is refused, nothing is written by it, and executemany writes the chunk."""
+    if services.core.store.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's parameter limit")
+    monkeypatch.setattr(event_storage, "_sqlite_multirow", True)
+    rng = random.Random(11)
+    ws = f"ws_bulk_{uuid.uuid4().hex[:12]}"
+    rows = random_rows(rng, 300, "e")
+    async with services.core.store.begin() as uow:
+        driver = (await uow.conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        limit = sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER
+        old = await driver._execute(driver._conn.setlimit, limit, 999)  # as a build with 999 has
+        try:
+            assert await uow.events.insert_many(ws, rows) == set(rows.event_id)
+        finally:
+            await driver._execute(driver._conn.setlimit, limit, old)
+    assert await stored_rows(services, ws) == expected_rows(rows)
+    assert event_storage._sqlite_multirow is False  # remembered: later chunks go straight there

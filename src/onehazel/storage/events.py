@@ -6,7 +6,9 @@ dedup key can never be recorded for an event that did not commit.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,16 +106,25 @@ _SQLITE_INSERT = (
     f"INSERT INTO events (workspace_id, {', '.join(_NAMES)}) VALUES ({', '.join('?' * (len(_NAMES) + 1))})"
     " ON CONFLICT (workspace_id, event_id) DO NOTHING"
 )
-# The batch path on SQLite: every row in one JSON array of row arrays (``_NAMES`` order), one
-# statement. Python's sqlite3 lets go of the GIL for the whole of it, so the worker's next chunk
-# is checked on the other core meanwhile; executemany would take the GIL back after every row
-# and, beside a busy event loop, wait up to a switch interval (5 ms) each time.
-# ("WHERE true": SQLite's grammar needs it between a SELECT and ON CONFLICT.)
-_SQLITE_INSERT_JSON = (
-    f"INSERT INTO events (workspace_id, {', '.join(_NAMES)}) SELECT ?, "
-    + ", ".join(f"json_extract(value, '$[{n}]')" for n in range(len(_NAMES)))
-    + " FROM json_each(?) WHERE true ON CONFLICT (workspace_id, event_id) DO NOTHING"
-)
+# The batch path on SQLite: multi-row INSERT .. VALUES of up to _SQLITE_ROWS rows each (two
+# statements for a 5000-event chunk). Python's sqlite3 lets go of the GIL while SQLite runs a
+# statement, so the worker's next chunk is checked on the other core meanwhile; executemany
+# takes the GIL back after every row and, beside a busy event loop, waited up to a switch
+# interval each time. 2500 rows of 11 values stay under SQLite's default limit of 32,766
+# parameters (since 3.32); a build with a lower limit gets executemany (_sqlite_multirow).
+_SQLITE_ROWS = 2500
+_sqlite_multirow = sqlite3.sqlite_version_info >= (3, 32, 0)
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_insert_rows(count: int) -> str:
+    row = f"({', '.join('?' * (len(_NAMES) + 1))})"
+    return (
+        f"INSERT INTO events (workspace_id, {', '.join(_NAMES)}) VALUES {', '.join([row] * count)}"
+        " ON CONFLICT (workspace_id, event_id) DO NOTHING"
+    )
+
+
 # Many ids as one JSON array parameter: no statement with thousands of placeholders.
 _SQLITE_SEQS = (
     "SELECT event_id, seq, received_at FROM events"
@@ -136,6 +147,29 @@ async def _sqlite_driver(conn: AsyncConnection) -> Any:
     if conn.in_transaction() and not driver.in_transaction:
         await conn.execute(sa.text("SELECT 1"))
     return driver
+
+
+async def _sqlite_insert(driver: Any, workspace_id: str, rows: EventColumns) -> int:
+    """Insert ``rows`` (those whose eventId is new); returns how many went in."""
+    global _sqlite_multirow
+    values = list(itertools.chain.from_iterable(zip(itertools.repeat(workspace_id), *rows.columns())))
+    width = len(_NAMES) + 1
+    added = 0
+    if _sqlite_multirow:
+        try:
+            for start in range(0, len(values), _SQLITE_ROWS * width):
+                part = values[start : start + _SQLITE_ROWS * width]
+                cursor = await driver.execute(_sqlite_insert_rows(len(part) // width), part)
+                added += cursor.rowcount
+            return added
+        except sqlite3.OperationalError as exc:
+            if "too many SQL variables" not in str(exc) or added:
+                raise
+            _sqlite_multirow = False  # this SQLite was built with a lower limit
+    cursor = await driver.executemany(
+        _SQLITE_INSERT, [values[n : n + width] for n in range(0, len(values), width)]
+    )
+    return int(cursor.rowcount)
 
 
 @dataclass
@@ -270,7 +304,7 @@ class EventRepository:
         temporary table (emptied at every commit) and one ``INSERT .. SELECT ..
         ON CONFLICT DO NOTHING RETURNING``, the cheapest bulk write there is for
         both Python and the server; SQLite, under ``BEGIN IMMEDIATE`` (no
-        concurrent writer), inserts every row in one statement (``_SQLITE_INSERT_JSON``).
+        concurrent writer), inserts the rows in multi-row statements (``_sqlite_insert``).
         ``started`` is called when the long part begins: the database is busy from then on,
         and this process's CPU is free.
         """
@@ -295,21 +329,13 @@ class EventRepository:
                 await rollups.append(self.conn, taken_back)
             return inserted
         driver = await _sqlite_driver(self.conn)
-        try:
-            document = orjson.dumps(list(zip(*rows.columns(), strict=True))).decode()
-        except orjson.JSONEncodeError:  # a string JSON cannot hold (validation lets none through)
-            document = None
         if started is not None:
             started()
-        if document is not None:
-            cursor = await driver.execute(_SQLITE_INSERT_JSON, (workspace_id, document))
-        else:
-            values = [(workspace_id, *row) for row in zip(*rows.columns(), strict=True)]
-            cursor = await driver.executemany(_SQLITE_INSERT, values)
-        if cursor.rowcount == len(rows.event_id):  # the usual case: every eventId was new
+        added = await _sqlite_insert(driver, workspace_id, rows)
+        if added == len(rows.event_id):  # the usual case: every eventId was new
             await self._count(workspace_id, rows, None)
             return set(rows.event_id)
-        if cursor.rowcount == 0:  # a re-sent chunk
+        if added == 0:  # a re-sent chunk
             return set()
         # Some were new: ours are the stored rows with this chunk's (seq, received_at).
         found = await driver.execute_fetchall(_SQLITE_SEQS, (workspace_id, _json_list(rows.event_id)))
