@@ -164,3 +164,16 @@ async def test_a_statement_over_sqlites_parameter_limit_falls_back_to_executeman
             await driver._execute(driver._conn.setlimit, limit, old)
     assert await stored_rows(services, ws) == expected_rows(rows)
     assert event_storage._sqlite_multirow is False  # remembered: later chunks go straight there
+
+
+def test_sqlite_statements_come_in_a_dozen_shapes() -> None:
+    """Every prepared shape stays cached by the connection (~1 KB per row): whatever the
+    chunk sizes, only the full block and the powers of two below it are ever used."""
+    shapes: set[int] = set()
+    for count in range(0, 5001):
+        sizes = list(event_storage._sqlite_statement_sizes(count))
+        assert sum(sizes) == count
+        shapes.update(sizes)
+    block = event_storage._SQLITE_ROWS
+    assert shapes <= {block} | {1 << bit for bit in range(block.bit_length()) if 1 << bit < block}
+    assert len(shapes) <= 11

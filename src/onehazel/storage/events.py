@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import itertools
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,17 +106,20 @@ _SQLITE_INSERT = (
     f"INSERT INTO events (workspace_id, {', '.join(_NAMES)}) VALUES ({', '.join('?' * (len(_NAMES) + 1))})"
     " ON CONFLICT (workspace_id, event_id) DO NOTHING"
 )
-# The batch path on SQLite: multi-row INSERT .. VALUES of up to _SQLITE_ROWS rows each (two
-# statements for a 5000-event chunk). Python's sqlite3 lets go of the GIL while SQLite runs a
-# statement, so the worker's next chunk is checked on the other core meanwhile; executemany
-# takes the GIL back after every row and, beside a busy event loop, waited up to a switch
-# interval each time. 2500 rows of 11 values stay under SQLite's default limit of 32,766
-# parameters (since 3.32); a build with a lower limit gets executemany (_sqlite_multirow).
-_SQLITE_ROWS = 2500
+# The batch path on SQLite: multi-row INSERT .. VALUES statements. Python's sqlite3 lets go of
+# the GIL while SQLite runs a statement, so the worker's next chunk is checked on the other core
+# meanwhile; executemany takes the GIL back after every row and, beside a busy event loop,
+# waited up to a switch interval each time. Statements hold _SQLITE_ROWS rows, the rest of a
+# chunk goes in powers of two (5000 rows: 4 x 1024 + 512 + 256 + 128 + 8): every statement is
+# prepared once and cached by the connection at ~1 KB per row, so only a dozen shapes may exist
+# (a shape per remainder would let 128 cached statements of ~2 MB each pile up). 1024 rows of
+# 11 values stay under SQLite's default limit of 32,766 parameters (since 3.32); a build with a
+# lower limit gets executemany (_sqlite_multirow).
+_SQLITE_ROWS = 1024
 _sqlite_multirow = sqlite3.sqlite_version_info >= (3, 32, 0)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=32)
 def _sqlite_insert_rows(count: int) -> str:
     row = f"({', '.join('?' * (len(_NAMES) + 1))})"
     return (
@@ -149,6 +152,15 @@ async def _sqlite_driver(conn: AsyncConnection) -> Any:
     return driver
 
 
+def _sqlite_statement_sizes(count: int) -> Iterator[int]:
+    """Rows per statement for ``count`` rows: blocks of ``_SQLITE_ROWS``, then powers of two."""
+    blocks, rest = divmod(count, _SQLITE_ROWS)
+    yield from itertools.repeat(_SQLITE_ROWS, blocks)
+    for bit in reversed(range(rest.bit_length())):
+        if rest >> bit & 1:
+            yield 1 << bit
+
+
 async def _sqlite_insert(driver: Any, workspace_id: str, rows: EventColumns) -> int:
     """Insert ``rows`` (those whose eventId is new); returns how many went in."""
     global _sqlite_multirow
@@ -157,10 +169,12 @@ async def _sqlite_insert(driver: Any, workspace_id: str, rows: EventColumns) -> 
     added = 0
     if _sqlite_multirow:
         try:
-            for start in range(0, len(values), _SQLITE_ROWS * width):
-                part = values[start : start + _SQLITE_ROWS * width]
-                cursor = await driver.execute(_sqlite_insert_rows(len(part) // width), part)
+            start = 0
+            for count in _sqlite_statement_sizes(len(rows.event_id)):
+                end = start + count * width
+                cursor = await driver.execute(_sqlite_insert_rows(count), values[start:end])
                 added += cursor.rowcount
+                start = end
             return added
         except sqlite3.OperationalError as exc:
             if "too many SQL variables" not in str(exc) or added:
