@@ -6,8 +6,8 @@ worker commits a chunk's effects together with the job's progress and the
 item outcomes (so a crash can neither lose nor double-apply a chunk), and dry
 runs call the very same code in a transaction that is rolled back.
 
-Events take a bulk path (one entity look-up and one multi-row INSERT .. ON
-CONFLICT DO NOTHING per chunk); entities and states go item by item through
+Events take a bulk path (one entity look-up and a bulk INSERT .. ON CONFLICT
+DO NOTHING per chunk); entities and states go item by item through
 the single-write services, which keeps merge and last-writer-wins semantics
 identical to the single endpoints.
 """
@@ -94,8 +94,8 @@ async def apply_chunk(
     ``prepared`` may carry the events' checks, done ahead (:func:`prepare_events_async`);
     it is used only if made for these items with this template and secret. ``writing`` is
     called once the long part of the events' bulk statements starts (the database is busy
-    for a while: the look-up of a re-sent chunk, or the write after its rows are sent), with
-    whether the chunk looks like a re-send.
+    for a while: the look-up of a re-sent chunk, or the write: after the COPY on PostgreSQL,
+    before the statements on SQLite), with whether the chunk looks like a re-send.
     """
     if kind == "events":
         if prepared is None or not prepared.fits(template, fingerprints, start, len(items)):
@@ -288,8 +288,6 @@ async def _apply_events(
     rows.received_at = [now] * len(rows.event_id)
     rows.seq = list(core.seq.take(len(rows.event_id)))
     inserted = await uow.events.insert_many(ws.id, rows, started=started)
-    if started is not None and not rows.event_id:
-        started()
     raced = [event_id for event_id in rows.event_id if event_id not in inserted]
     existing.update(await uow.events.fingerprints(ws.id, raced))
     for item in written:

@@ -102,8 +102,8 @@ class Worker:
         self._ahead: Ahead | None = None  # the workspace's next job, read and checked ahead
         # The last events chunk was a re-send: the next one likely is too, so its look-ahead
         # does not build rows (PreparedEvents.rows) it would not write. Set from the chunk's
-        # replay probe (PostgreSQL, before its bulk statements, when the look-ahead starts),
-        # then from its outcomes (every item a duplicate).
+        # replay probe when the look-ahead is released, then from its outcomes (every item a
+        # duplicate).
         self._replaying = False
 
     async def run(self, stop: asyncio.Event) -> None:

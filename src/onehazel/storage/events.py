@@ -164,7 +164,9 @@ def _sqlite_statement_sizes(count: int) -> Iterator[int]:
 async def _sqlite_insert(driver: Any, workspace_id: str, rows: EventColumns) -> int:
     """Insert ``rows`` (those whose eventId is new); returns how many went in."""
     global _sqlite_multirow
-    values = list(itertools.chain.from_iterable(zip(itertools.repeat(workspace_id), *rows.columns())))
+    values = list(
+        itertools.chain.from_iterable(zip(itertools.repeat(workspace_id), *rows.columns(), strict=True))
+    )
     width = len(_NAMES) + 1
     added = 0
     if _sqlite_multirow:
@@ -319,10 +321,12 @@ class EventRepository:
         ON CONFLICT DO NOTHING RETURNING``, the cheapest bulk write there is for
         both Python and the server; SQLite, under ``BEGIN IMMEDIATE`` (no
         concurrent writer), inserts the rows in multi-row statements (``_sqlite_insert``).
-        ``started`` is called when the long part begins: the database is busy from then on,
-        and this process's CPU is free.
+        ``started`` is called once, when the long part begins (at once when there are no
+        rows): the database is busy from then on, and this process's CPU is free.
         """
         if not rows.event_id:
+            if started is not None:
+                started()
             return set()
         if is_postgres(self.conn):
             driver = await pg_driver(self.conn)
