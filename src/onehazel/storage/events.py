@@ -164,9 +164,10 @@ def _sqlite_statement_sizes(count: int) -> Iterator[int]:
 async def _sqlite_insert(driver: Any, workspace_id: str, rows: EventColumns) -> int:
     """Insert ``rows`` (those whose eventId is new); returns how many went in."""
     global _sqlite_multirow
-    values = list(
-        itertools.chain.from_iterable(zip(itertools.repeat(workspace_id), *rows.columns(), strict=True))
-    )
+    columns = rows.columns()
+    if any(len(column) != len(rows.event_id) for column in columns):
+        raise ValueError("the event columns differ in length")
+    values = list(itertools.chain.from_iterable(zip(itertools.repeat(workspace_id), *columns)))
     width = len(_NAMES) + 1
     added = 0
     if _sqlite_multirow:
