@@ -142,13 +142,12 @@ async def test_rows_already_stored_are_kept_and_not_reported(services: Services,
     )
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # SQLite's own limit: no PostgreSQL case
 async def test_a_statement_over_sqlites_parameter_limit_falls_back_to_executemany(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A SQLite whose parameter limit is lower than a multi-row statement needs: the first
     statement is refused, nothing is written by it, and executemany writes the chunk."""
-    if services.core.store.engine.dialect.name != "sqlite":
-        pytest.skip("SQLite's parameter limit")
     monkeypatch.setattr(event_storage, "_sqlite_multirow", True)
     rng = random.Random(11)
     ws = f"ws_bulk_{uuid.uuid4().hex[:12]}"
