@@ -83,17 +83,15 @@ CREATE TEMP TABLE IF NOT EXISTS events_stage
   (LIKE events INCLUDING DEFAULTS EXCLUDING CONSTRAINTS EXCLUDING INDEXES) ON COMMIT DELETE ROWS
 """
 _STAGE_COLUMNS = ("workspace_id", *_NAMES)
-_PG_INSERT_STAGED = f"""
+_PG_INSERT_STAGED_ROWS = f"""
 INSERT INTO events ({", ".join(_STAGE_COLUMNS)})
 SELECT {", ".join(_STAGE_COLUMNS)} FROM events_stage
 ON CONFLICT (workspace_id, event_id) DO NOTHING
-RETURNING workspace_id, event_id, ts, type, data
 """
+_PG_INSERT_STAGED = _PG_INSERT_STAGED_ROWS + "RETURNING workspace_id, event_id, ts, type, data"
 # Deltas handed over: only the eventIds come back (returning ``data`` too, unused, made the
 # statement ~25% slower in an isolated test of 100,000 rows).
-_PG_INSERT_STAGED_IDS = _PG_INSERT_STAGED.replace(
-    "RETURNING workspace_id, event_id, ts, type, data", "RETURNING event_id"
-)
+_PG_INSERT_STAGED_IDS = _PG_INSERT_STAGED_ROWS + "RETURNING event_id"
 # Each statement also appends the inserted rows' analytics deltas (storage/rollups.py):
 # computed in SQL, or (the batch path, _PG_INSERT_STAGED_APPENDING) handed over precomputed.
 _PG_INSERT_MANY_IF_LIVE = rollups.pg_counting(_PG_INSERT_MANY_IF_LIVE, "workspace_id, event_id")
@@ -102,10 +100,6 @@ _PG_INSERT_STAGED = rollups.pg_counting(_PG_INSERT_STAGED, "event_id")
 _PG_FINGERPRINTS = """
 SELECT event_id, fingerprint FROM events WHERE workspace_id = $1 AND event_id = ANY($2::text[])
 """
-_SQLITE_INSERT = (
-    f"INSERT INTO events (workspace_id, {', '.join(_NAMES)}) VALUES ({', '.join('?' * (len(_NAMES) + 1))})"
-    " ON CONFLICT (workspace_id, event_id) DO NOTHING"
-)
 # The batch path on SQLite: multi-row INSERT .. VALUES statements. Python's sqlite3 lets go of
 # the GIL while SQLite runs a statement, so the worker's next chunk is checked on the other core
 # meanwhile; executemany takes the GIL back after every row and, beside a busy event loop,
@@ -184,7 +178,7 @@ async def _sqlite_insert(driver: Any, workspace_id: str, rows: EventColumns) -> 
                 raise
             _sqlite_multirow = False  # this SQLite was built with a lower limit
     cursor = await driver.executemany(
-        _SQLITE_INSERT, [values[n : n + width] for n in range(0, len(values), width)]
+        _sqlite_insert_rows(1), [values[n : n + width] for n in range(0, len(values), width)]
     )
     return int(cursor.rowcount)
 
