@@ -97,9 +97,21 @@ def expected_rows(rows: EventColumns) -> list[tuple[object, ...]]:
     )
 
 
-@pytest.fixture(params=["multi-row", "small statements", "executemany"])
-def sqlite_write(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """SQLite's ways to write a chunk (PostgreSQL has one: these change nothing there)."""
+# Each database with each of its ways to write a chunk (PostgreSQL has one).
+WRITES = pytest.mark.parametrize(
+    ("backend", "write_mode"),
+    [
+        ("sqlite", "multi-row"),
+        ("sqlite", "small statements"),
+        ("sqlite", "executemany"),
+        ("postgres", "copy"),
+    ],
+    indirect=["write_mode"],
+)
+
+
+@pytest.fixture
+def write_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "small statements":  # several statements per chunk, and a shorter last one
         monkeypatch.setattr(event_storage, "_SQLITE_ROWS", 7)
     if request.param == "executemany":
@@ -107,8 +119,9 @@ def sqlite_write(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     return str(request.param)
 
 
+@WRITES
 @pytest.mark.parametrize("seed", [1, 2])
-async def test_every_value_is_stored_exactly(services: Services, seed: int, sqlite_write: str) -> None:
+async def test_every_value_is_stored_exactly(services: Services, seed: int, write_mode: str) -> None:
     rng = random.Random(seed)
     ws = f"ws_bulk_{uuid.uuid4().hex[:12]}"
     rows = random_rows(rng, 400, "e")
@@ -120,7 +133,8 @@ async def test_every_value_is_stored_exactly(services: Services, seed: int, sqli
     assert await stored_rows(services, ws) == expected_rows(rows)
 
 
-async def test_rows_already_stored_are_kept_and_not_reported(services: Services, sqlite_write: str) -> None:
+@WRITES
+async def test_rows_already_stored_are_kept_and_not_reported(services: Services, write_mode: str) -> None:
     rng = random.Random(7)
     ws = f"ws_bulk_{uuid.uuid4().hex[:12]}"
     first = random_rows(rng, 50, "a")
