@@ -66,13 +66,21 @@ _NAMES = (
     "received_at",
     "seq",
 )
+# The liveness check is a LATERAL probe per row, not a join: asyncpg prepares the statement
+# once and after five runs PostgreSQL may keep a generic plan, which for a plain join (without
+# statistics on entities, e.g. before autovacuum's first analyze) was a nested loop over a
+# materialised scan of every entity: 2.3 ms of server CPU per 16-row flush against 0.6 ms for
+# this form, whose every plan is one primary-key probe per row.
 _PG_INSERT_MANY_IF_LIVE = f"""
 INSERT INTO events (workspace_id, {", ".join(_NAMES)})
 SELECT u.workspace_id, u.event_id, u.external_id, u.type, u.data::jsonb, u.pii::jsonb, u.fingerprint,
        u.timestamp, u.ts, u.received_at, u.seq
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
             $9::int8[], $10::int8[], $11::int8[]) AS u(workspace_id, {", ".join(_NAMES)})
-JOIN entities e ON e.workspace_id = u.workspace_id AND e.external_id = u.external_id AND e.deleted_at IS NULL
+CROSS JOIN LATERAL (
+  SELECT 1 FROM entities e
+  WHERE e.workspace_id = u.workspace_id AND e.external_id = u.external_id AND e.deleted_at IS NULL LIMIT 1
+) AS live
 ON CONFLICT (workspace_id, event_id) DO NOTHING
 RETURNING workspace_id, event_id, ts, type, data
 """
