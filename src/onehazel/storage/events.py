@@ -164,31 +164,47 @@ def _sqlite_statement_sizes(count: int) -> Iterator[int]:
 
 
 async def _sqlite_insert(driver: Any, workspace_id: str, rows: EventColumns) -> int:
-    """Insert ``rows`` (those whose eventId is new); returns how many went in."""
+    """Insert ``rows`` (those whose eventId is new); returns how many went in.
+
+    The multi-row statements run back to back in the driver's thread, in one call: the
+    event loop is not asked in between (its look-ahead work would hold each next statement
+    up by a slice, ~25 ms a chunk in all). The first statement is the largest, so a
+    parameter limit lower than ours fails it before anything is written.
+    """
     global _sqlite_multirow
     columns = rows.columns()
     if any(len(column) != len(rows.event_id) for column in columns):
         raise ValueError("the event columns differ in length")
     values = list(itertools.chain.from_iterable(zip(itertools.repeat(workspace_id), *columns)))
     width = len(_NAMES) + 1
-    added = 0
     if _sqlite_multirow:
-        try:
-            start = 0
-            for count in _sqlite_statement_sizes(len(rows.event_id)):
-                end = start + count * width
-                cursor = await driver.execute(_sqlite_insert_rows(count), values[start:end])
-                added += cursor.rowcount
-                start = end
+        sizes = list(_sqlite_statement_sizes(len(rows.event_id)))
+        added: int | None = await driver._execute(_sqlite_insert_blocks, driver._conn, values, sizes, width)
+        if added is not None:
             return added
-        except sqlite3.OperationalError as exc:
-            if "too many SQL variables" not in str(exc) or added:
-                raise
-            _sqlite_multirow = False  # this SQLite was built with a lower limit
+        _sqlite_multirow = False  # this SQLite was built with a lower limit
     cursor = await driver.executemany(
         _sqlite_insert_rows(1), [values[n : n + width] for n in range(0, len(values), width)]
     )
     return int(cursor.rowcount)
+
+
+def _sqlite_insert_blocks(
+    conn: sqlite3.Connection, values: list[Any], sizes: list[int], width: int
+) -> int | None:
+    """In the driver's thread: one multi-row INSERT per size; rows added, or None when the
+    first statement has more parameters than this SQLite allows (nothing was written)."""
+    added = start = 0
+    for count in sizes:
+        end = start + count * width
+        try:
+            added += conn.execute(_sqlite_insert_rows(count), values[start:end]).rowcount
+        except sqlite3.OperationalError as exc:
+            if "too many SQL variables" not in str(exc) or start:
+                raise
+            return None
+        start = end
+    return added
 
 
 @dataclass
