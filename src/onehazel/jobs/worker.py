@@ -322,12 +322,14 @@ class Worker:
         """A job's items from its sealed payload; raises when they cannot be read."""
         async with self.core.store.begin() as uow:
             blob = await uow.jobs.payload(workspace_id, job_id)
-        return self.open_items(workspace_id, job_id, kind, blob)
+        return await self.open_items(workspace_id, job_id, kind, blob)
 
-    def open_items(self, workspace_id: str, job_id: str, kind: str, blob: bytes | None) -> Items:
+    async def open_items(self, workspace_id: str, job_id: str, kind: str, blob: bytes | None) -> Items:
+        """Decrypt and parse a job's payload. The decryption and decompression (~5 ms for a
+        5000-event batch) run in a thread: zlib lets go of the GIL, so the event loop goes on."""
         if blob is None:
             raise DecryptionFailed("the job's payload is gone")
-        raw = open_blob(self.core.keys, workspace_id, f"job/{job_id}", blob)
+        raw = await asyncio.to_thread(open_blob, self.core.keys, workspace_id, f"job/{job_id}", blob)
         document = parse_json(raw)
         return Items(document[kind], strings_are_clean(raw))
 
@@ -419,7 +421,7 @@ class Ahead:
 
         async def work() -> PreparedEvents | None:
             await ahead.go.wait()
-            batch = worker.open_items(ws.id, queued[0], "events", blob)
+            batch = await worker.open_items(ws.id, queued[0], "events", blob)
             ahead.items = batch
             return await worker._check(template, batch, 0, fingerprints)
 
