@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +16,7 @@ from onehazel.domain.values import (
     check_identifier,
     format_timestamp,
     json_problem,
+    now_micros,
     parse_decimal,
     parse_timestamp,
 )
@@ -151,6 +152,48 @@ def test_the_shortcut_edges_answer_like_the_general_parser(text: str) -> None:
 def test_format_timestamp_shape() -> None:
     assert format_timestamp(0) == "1970-01-01T00:00:00.000000Z"
     assert format_timestamp(micros(2026, 11, 27, 10) + 5) == "2026-11-27T10:00:00.000005Z"
+    assert format_timestamp(-1) == "1969-12-31T23:59:59.999999Z"
+    assert format_timestamp(-1_000_000) == "1969-12-31T23:59:59.000000Z"
+
+
+def _reference_format(micros: int) -> str:
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+_REPRESENTABLE = st.integers(min_value=micros(1, 1, 1), max_value=micros(9999, 12, 31) + 86_399_999_999)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            _REPRESENTABLE,
+            st.integers(min_value=-3_000_000, max_value=3_000_000),  # around the epoch
+            st.integers(
+                min_value=micros(2026, 11, 27, 10) - 2_000_000, max_value=micros(2026, 11, 27, 10) + 2_000_000
+            ),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_format_timestamp_matches_the_reference_in_any_order(values: list[int]) -> None:
+    # Runs of calls: the cached second must never leak into the next value.
+    for value in values:
+        assert format_timestamp(value) == _reference_format(value)
+
+
+def test_now_micros_is_the_current_utc_time() -> None:
+    before = datetime.now(UTC)
+    value = now_micros()
+    after = datetime.now(UTC)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    assert (
+        (before - epoch) // timedelta(microseconds=1) - 1
+        <= value
+        <= (after - epoch) // timedelta(microseconds=1) + 1
+    )
 
 
 # --- decimals ---------------------------------------------------------------------------------

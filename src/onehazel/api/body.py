@@ -20,7 +20,7 @@ from onehazel.domain.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from onehazel.domain.json_text import parse_envelope, parse_json
+from onehazel.domain.json_text import parse_envelope, parse_exact
 from onehazel.domain.values import json_problem
 
 SINGLE_LIMIT = 1024 * 1024
@@ -91,7 +91,7 @@ async def read_json_raw(request: Request, *, limit: int, check_values: bool = Tr
     """
     _check_media_type(request)
     raw = await read_body(request, limit=limit)
-    document = parse_json(raw) if check_values else parse_envelope(raw)
+    document = parse_exact(raw) if check_values else parse_envelope(raw)
     problem = json_problem(document) if check_values else None
     if problem is not None:
         raise ValidationFailed.of([Detail("", "invalid_json_value", problem)])

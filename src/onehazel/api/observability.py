@@ -56,6 +56,7 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.ingested_events = self.ingested.labels("events")  # the single event write's, at hand
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def children(self, method: str, route: str, status: int) -> tuple[Any, Any]:

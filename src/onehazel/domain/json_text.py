@@ -55,6 +55,38 @@ def parse_envelope(raw: bytes) -> Any:
         return parse_json(raw)
 
 
+def parse_exact(raw: bytes) -> Any:
+    """``parse_json``'s answer (the same value, or the same error), faster for the usual
+    body: orjson parses it, and a document orjson reads differently (a float, which
+    ``parse_json`` keeps as an exact Decimal; an integer past 64 bits) or refuses (any
+    error, a BOM) is parsed again by ``parse_json``. A property test holds the two equal.
+    """
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return parse_json(raw)
+    return document if _orjson_exact(document) else parse_json(raw)
+
+
+_I64 = range(-(2**63), 2**63)
+
+
+def _orjson_exact(document: Any) -> bool:
+    """Does this orjson result hold only what ``parse_json`` gives too (no float, no
+    integer outside 64 bits, which ``parse_json`` keeps as Decimal)?"""
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        kind = type(node)
+        if kind is dict:
+            stack.extend(node.values())
+        elif kind is list:
+            stack.extend(node)
+        elif kind is float or (kind is int and node not in _I64):
+            return False
+    return True
+
+
 def parse_json(raw: bytes) -> Any:
     if not raw.strip():
         raise InvalidJson("the request body is empty; send a JSON object")

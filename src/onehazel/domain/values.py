@@ -10,6 +10,7 @@ stored as canonical strings.
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -110,14 +111,26 @@ def _parse_timestamp(raw: object) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
+_last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
+
+
 def format_timestamp(micros: int) -> str:
-    """Render microseconds since the epoch as RFC 3339 UTC with microseconds."""
-    moment = _EPOCH + timedelta(microseconds=micros)
-    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    """Render microseconds since the epoch as RFC 3339 UTC with microseconds.
+
+    Most calls render the current time, so the whole-second part of the last one is
+    kept (a single entry, swapped atomically); floor division keeps instants before
+    1970 right (the fraction counts up from the second before)."""
+    global _last_second
+    seconds, fraction = divmod(micros, 1_000_000)
+    cached = _last_second
+    if cached[0] != seconds:
+        moment = _EPOCH + timedelta(seconds=seconds)
+        cached = _last_second = (seconds, moment.replace(tzinfo=None).isoformat(timespec="seconds"))
+    return f"{cached[1]}.{fraction:06d}Z"
 
 
 def now_micros() -> int:
-    return (datetime.now(UTC) - _EPOCH) // timedelta(microseconds=1)
+    return time.time_ns() // 1000
 
 
 def parse_decimal(raw: object) -> str:

@@ -54,15 +54,16 @@ class EventService:
         self.core = core
         self.group_commit = EventGroupCommit(core.store)
 
-    async def record(self, ws: Workspace, body: Any) -> tuple[dict[str, Any], bool]:
+    async def record(self, ws: Workspace, body: Any, *, clean: bool = False) -> tuple[dict[str, Any], bool]:
         """Append one event; returns (event, created). A replay returns the stored event.
 
         The common case (no PII, live entity, new eventId) is an insert-if-live
         statement, shared with the writes arriving at the same time (group
         commit). Anything else (PII to seal, 404/410, a replay or conflict) takes
-        the full transactional path.
+        the full transactional path. ``clean``: no string in ``body`` holds NUL or a
+        lone surrogate (``read_json`` refused those), as ``validate_event`` takes it.
         """
-        write = validate_event(await self.core.template_of(ws), body)
+        write = validate_event(await self.core.template_of(ws), body, clean=clean)
         fingerprints = await self.core.fingerprinter(ws)
         if not write.pii:
             record = self._record(write, fingerprints, pii=None)

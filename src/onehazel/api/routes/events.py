@@ -54,9 +54,11 @@ async def record_one(
 ) -> Json:
     """The write itself, once the caller is admitted: shared with ``api.hot_path``."""
     body = bind_path(await read_json(request), externalId=external_id)
-    event, created = await services.events.record(ws, body)
+    # read_json refused any string with NUL or a lone surrogate; the path's externalId is
+    # checked (checked_external_id) and validated again as an identifier.
+    event, created = await services.events.record(ws, body, clean=True)
     if created:
-        metrics.ingested.labels("events").inc()
+        metrics.ingested_events.inc()
     return Json(event, status_code=201 if created else 200)
 
 
