@@ -8,6 +8,7 @@ few, the allowed values.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,11 @@ class EventType:
     @property
     def pii_fields(self) -> frozenset[str]:
         return frozenset(name for name, spec in self.fields.items() if spec.pii)
+
+    @functools.cached_property
+    def has_pii(self) -> bool:
+        """Does any field hold PII (validation splits such an event's data in two)?"""
+        return any(spec.pii for spec in self.fields.values())
 
 
 @dataclass(frozen=True)

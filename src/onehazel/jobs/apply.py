@@ -188,7 +188,7 @@ def _check_steps(prepared: PreparedEvents, items: list[Any]) -> Iterator[None]:
                 write,
                 event_id,
                 fingerprints.of(write.fingerprint_source()),
-                (write.plain_json or dumps(write.plain)).decode(),
+                write.plain_text or dumps(write.plain).decode(),
                 warnings,
                 success(start + offset, write.external_id, warnings, eventId=event_id),
             )
