@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import sys
 import time
 from typing import Any
@@ -25,6 +24,8 @@ from urllib.parse import unquote
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from onehazel.services.ids import random_hex
 
 SLASH = "\uffff"
 # Scope key under which the auth dependency leaves the RateLimit headers for this middleware.
@@ -171,7 +172,7 @@ class Observability:
         _decode_path(scope)
         headers = scope.get("headers", [])
         incoming = next((v for k, v in headers if k == b"x-request-id"), b"").decode("latin-1")
-        request_id = incoming if _REQUEST_ID.match(incoming) else "req_" + secrets.token_hex(12)
+        request_id = incoming if _REQUEST_ID.match(incoming) else "req_" + random_hex(12)
         scope["request_id"] = request_id
         started = time.perf_counter()
         state = {"status": 0}
