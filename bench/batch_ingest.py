@@ -75,6 +75,8 @@ import httpx
 import orjson
 import sqlalchemy as sa
 
+from onehazel.storage.checkpoints import BACKSTOP_PAGES
+
 HOST = "127.0.0.1"
 BASE = "/operator-data-api"
 BATCH = 5000
@@ -597,7 +599,10 @@ def sqlite_raw(path: Path, rows: list[tuple[Any, ...]]) -> tuple[float, float]:
     """(first insert s, re-insert s): executemany INSERT OR IGNORE, the server's pragmas."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=30000", "foreign_keys=ON"):
+        # The server's pragmas, its automatic-checkpoint threshold included (the server also
+        # checkpoints in a thread of its own: storage/checkpoints.py).
+        pragmas = ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=30000", "foreign_keys=ON")
+        for pragma in (*pragmas, f"wal_autocheckpoint={BACKSTOP_PAGES}"):
             conn.execute(f"PRAGMA {pragma}")
         columns = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
         insert = f"INSERT OR IGNORE INTO events ({columns}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
