@@ -27,12 +27,14 @@ class Fingerprinter:
     def __init__(self, secrets: dict[int, bytes]) -> None:
         if not secrets:
             raise ValueError("a fingerprinter needs at least one secret")
-        self._secrets = dict(secrets)
+        # Keyed BLAKE2b states, copied per message: the key block is hashed once, not per call.
+        self._keyed = {v: hashlib.blake2b(key=secret, digest_size=32) for v, secret in secrets.items()}
         self.version = max(secrets)
         self._prefix = f"s{self.version}."
+        self._current = self._keyed[self.version]
 
     def of(self, source: dict[str, Any]) -> str:
-        return self._prefix + self._digest(self._secrets[self.version], source)
+        return self._prefix + _digest(self._current, source)
 
     def same(self, source: dict[str, Any], stored: str, *, computed: str | None = None) -> bool:
         """Does ``stored`` fingerprint ``source``? ``computed`` (from :meth:`of`) saves a hash."""
@@ -40,17 +42,19 @@ class Fingerprinter:
             return hmac.compare_digest(computed, stored)
         label, _, _ = stored.partition(".")
         try:
-            secret = self._secrets[int(label[1:])] if label.startswith("s") else None
+            keyed = self._keyed.get(int(label[1:])) if label.startswith("s") else None
         except ValueError:
-            secret = None
-        if secret is None:
+            keyed = None
+        if keyed is None:
             return False  # not made by any secret of this workspace
-        return hmac.compare_digest(f"{label}.{self._digest(secret, source)}", stored)
-
-    @staticmethod
-    def _digest(secret: bytes, source: dict[str, Any]) -> str:
-        message = orjson.dumps(source, option=orjson.OPT_SORT_KEYS)
-        return hashlib.blake2b(message, key=secret, digest_size=32).hexdigest()
+        return hmac.compare_digest(f"{label}.{_digest(keyed, source)}", stored)
 
     def __repr__(self) -> str:
         return f"Fingerprinter(version={self.version}, <secrets hidden>)"
+
+
+def _digest(keyed: Any, source: dict[str, Any]) -> str:
+    """Hex BLAKE2b, keyed by ``keyed``'s secret, of ``source``'s canonical JSON."""
+    state = keyed.copy()
+    state.update(orjson.dumps(source, option=orjson.OPT_SORT_KEYS))
+    return str(state.hexdigest())
