@@ -132,7 +132,7 @@ class JobRepository:
         if clock is not None:
             claimed = clock()
             lease_until, now = lease_until + (claimed - now), claimed
-        await self.conn.execute(
+        claim = (
             sa.update(jobs)
             .where(jobs.c.workspace_id == workspace_id, jobs.c.id == job_id)
             .values(
@@ -142,6 +142,10 @@ class JobRepository:
                 started_at=sa.func.coalesce(jobs.c.started_at, now),
             )
         )
+        if is_postgres(self.conn):  # one round trip less (SQLite before 3.35 has no RETURNING)
+            updated = (await self.conn.execute(claim.returning(*_COLUMNS))).first()
+            return JobRecord(**updated._mapping) if updated else None
+        await self.conn.execute(claim)
         return await self.get(workspace_id, job_id)
 
     async def save_progress(self, record: JobRecord) -> None:
