@@ -24,6 +24,7 @@ from onehazel.storage.unit_of_work import Store
 from tests.conftest import keyed_env
 
 ROW = 256 * 1024  # bytes per row: 64 pages of the log each
+INSERT = sa.text("INSERT INTO scratch VALUES (:n, :v)")
 
 
 def in_database_file(path: Path) -> int:
@@ -44,7 +45,7 @@ async def write_rows(store: Store, count: int) -> None:
         await uow.conn.execute(sa.text("CREATE TABLE IF NOT EXISTS scratch (n INTEGER, v BLOB)"))
     for n in range(count):  # one transaction (one commit) per row
         async with store.begin() as uow:
-            await uow.conn.execute(sa.text("INSERT INTO scratch VALUES (:n, :v)"), {"n": n, "v": os.urandom(ROW)})
+            await uow.conn.execute(INSERT, {"n": n, "v": os.urandom(ROW)})
 
 
 async def eventually(check: object, timeout: float = 10.0) -> None:
@@ -82,7 +83,8 @@ async def test_the_log_stays_bounded_under_a_steady_stream_of_commits(tmp_path: 
         # Without a restart of the log it would hold all 20 MB; it restarts once every page
         # was copied back, which the backstop's own checkpoint ensures between the thread's.
         assert wal.stat().st_size < 6 * 1024 * 1024
-        assert store.checkpointer is not None and store.checkpointer.checkpoints > 0
+        assert store.checkpointer is not None
+        assert store.checkpointer.checkpoints > 0
     finally:
         await store.close()
 
