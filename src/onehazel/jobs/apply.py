@@ -264,13 +264,16 @@ async def _apply_events(
     outcomes: list[dict[str, Any] | None] = [None] * prepared.count
     for offset, outcome in prepared.failed:
         outcomes[offset] = outcome
-    entities = await uow.entities.key_states(ws.id, sorted({c.write.external_id for c in prepared.checked}))
+    built = prepared.rows
+    if built is not None and not await uow.entities.all_live(ws.id, prepared.external_ids):
+        built = None
     now = core.clock()
-    built = prepared.rows if _all_live(entities, prepared.external_ids) else None
     repeats: list[_Checked] = []
-    if built is not None:  # the usual chunk: its rows were built ahead
+    if built is not None:  # the usual chunk: its rows were built ahead, every entity is live
         written, sealed_pii, in_batch = prepared.checked, None, None
     else:
+        named = sorted({c.write.external_id for c in prepared.checked})
+        entities = await uow.entities.key_states(ws.id, named)
         written, sealed_pii, in_batch, repeats = _one_by_one(services, ws, prepared, entities, outcomes)
     # A re-sent chunk (its first client eventIds are stored already) is looked up first and
     # only its new events are written; otherwise insert first and look up what conflicted.
@@ -302,11 +305,6 @@ async def _apply_events(
         stored = in_batch[item.event_id] if item.event_id in inserted else existing.get(item.event_id)
         outcomes[item.offset] = _judge_replay(start + item.offset, item, stored, fingerprints)
     return [o for o in outcomes if o is not None]
-
-
-def _all_live(entities: dict[str, tuple[str | None, bool]], external_ids: set[str]) -> bool:
-    """Does every one of ``external_ids`` name a stored, not deleted entity?"""
-    return all((entity := entities.get(e)) is not None and not entity[1] for e in external_ids)
 
 
 def _one_by_one(
