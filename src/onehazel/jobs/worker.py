@@ -105,6 +105,14 @@ class Worker:
         # replay probe when the look-ahead is released, then from its outcomes (every item a
         # duplicate).
         self._replaying = False
+        # The last job's items, checks and outcomes (~150,000 objects for 5000 events, ~4 ms
+        # to free): kept until the next chunk's bulk write has started, then freed by its
+        # look-ahead while the database works, instead of on the way to the next claim.
+        # Only one job's are kept: the next job's replace them if nothing freed them.
+        self._spent: tuple[Any, ...] = ()
+
+    def _free_spent(self) -> None:
+        self._spent = ()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; storage outages are logged and retried."""
@@ -120,6 +128,7 @@ class Worker:
             except Exception:
                 log.exception("batch worker iteration failed; retrying")
             if not worked:
+                self._free_spent()
                 await self._idle(stop)
         self._drop_ahead()
 
@@ -165,6 +174,8 @@ class Worker:
         items = batch.items
         size = self.chunk_sizes[job.kind]
         start = job.processed
+        prepared: PreparedEvents | None = None
+        outcomes: list[dict[str, Any]] = []
         try:
             while True:
                 if stop.is_set():
@@ -202,6 +213,7 @@ class Worker:
             self._go_ahead(ahead)
             if ahead is not None and ahead.job_id == job.id:
                 ahead.cancel()  # a chunk of this job that will not be applied by this call
+            self._spent = (batch, prepared, outcomes)
 
     def _go_ahead(self, ahead: Ahead | None, replayed: bool | None = None) -> None:
         """Let the look-aheads start their CPU work: the chunk's bulk write has begun (its
@@ -272,6 +284,7 @@ class Worker:
 
             async def work() -> PreparedEvents | None:
                 await ahead.go.wait()
+                self._free_spent()
                 return await self._check(template, batch, start, fingerprints)
 
             return ahead.running(work())
@@ -429,6 +442,7 @@ class Ahead:
         async def work() -> PreparedEvents | None:
             raw = await worker.unseal(ws.id, queued[0], blob)  # at once: no GIL held
             await ahead.go.wait()
+            worker._free_spent()
             ahead.items = batch = parse_items(raw, "events")
             return await worker._check(template, batch, 0, fingerprints)
 
