@@ -103,7 +103,9 @@ _PG_INSERT_STAGED_IDS = _PG_INSERT_STAGED_ROWS + "RETURNING event_id"
 # Each statement also appends the inserted rows' analytics deltas (storage/rollups.py):
 # computed in SQL, or (the batch path, _PG_INSERT_STAGED_APPENDING) handed over precomputed.
 _PG_INSERT_MANY_IF_LIVE = rollups.pg_counting(_PG_INSERT_MANY_IF_LIVE, "workspace_id, event_id")
-_PG_INSERT_STAGED_APPENDING = rollups.pg_appending(_PG_INSERT_STAGED_IDS, "event_id")
+# The inserted eventIds come back as one array, not a row each: asyncpg decoding 5000 rows
+# into records cost ~5 ms of this process's CPU per chunk (an array: well under 1 ms).
+_PG_INSERT_STAGED_APPENDING = rollups.pg_appending(_PG_INSERT_STAGED_IDS, "array_agg(event_id)")
 _PG_INSERT_STAGED = rollups.pg_counting(_PG_INSERT_STAGED, "event_id")
 _PG_FINGERPRINTS = """
 SELECT event_id, fingerprint FROM events WHERE workspace_id = $1 AND event_id = ANY($2::text[])
@@ -358,8 +360,8 @@ class EventRepository:
             if deltas is None:
                 found = await driver.fetch(_PG_INSERT_STAGED)
                 return {row[0] for row in found}
-            found = await driver.fetch(_PG_INSERT_STAGED_APPENDING, *rollups.delta_columns(deltas))
-            inserted = {row[0] for row in found}
+            ids = await driver.fetchval(_PG_INSERT_STAGED_APPENDING, *rollups.delta_columns(deltas))
+            inserted = set(ids or ())  # array_agg over no row is NULL
             if len(inserted) < len(rows.event_id):  # take back the deltas of the rows that conflicted
                 taken_back = rows.deltas(workspace_id, set(rows.event_id) - inserted, sign=-1)
                 assert taken_back is not None  # some of the rows that gave deltas above
