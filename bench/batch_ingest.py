@@ -394,14 +394,14 @@ IDLE_LEAVES = ("Condition.wait (threading.py)", "Event.wait (threading.py)", "Qu
 def summarise_profile(path: Path, top: int = 20) -> str:
     """Where the server's busy samples went, from a collapsed-stack file.
 
-    Samples of threads parked waiting (the driver's idle worker threads) are left out. Three
+    Samples of threads parked waiting (SQLite's driver thread, the idle thread pool) are left out. Three
     lists: the shares of PROFILE_GROUPS, onehazel's own functions by inclusive samples (each
     counted once per stack), and every function by the samples spent in its own code.
     """
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
     groups: Counter[str] = Counter()
-    idle_driver = _aiosqlite_idle_frame()
+    parked = _parked_frames()
     busy = idle = 0
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -410,7 +410,7 @@ def summarise_profile(path: Path, top: int = 20) -> str:
         count = int(count_text)
         raw_frames = stack.split(";")
         frames = [_short_frame(f) for f in raw_frames]
-        if frames[-1] in IDLE_LEAVES or raw_frames[-1] == idle_driver:
+        if frames[-1] in IDLE_LEAVES or raw_frames[-1] in parked:
             idle += count
             continue
         busy += count
@@ -433,18 +433,28 @@ def summarise_profile(path: Path, top: int = 20) -> str:
     return "\n".join(lines)
 
 
-def _aiosqlite_idle_frame() -> str:
-    """aiosqlite's driver thread parked on its queue (a C call, so py-spy counts it as busy)."""
-    try:
+def _parked_frames() -> set[str]:
+    """Frames of threads parked on a queue inside a C call, which py-spy counts as busy:
+    aiosqlite's driver thread and the idle threads of asyncio's default thread pool."""
+    import concurrent.futures.thread
+
+    places: list[tuple[Any, str, str]] = [
+        (concurrent.futures.thread._worker, "work_queue.get(block=True)", "concurrent/futures/thread.py")
+    ]
+    with contextlib.suppress(ImportError, AttributeError):
         import aiosqlite.core
 
-        lines, first = inspect.getsourcelines(aiosqlite.core._connection_worker_thread)
-    except (ImportError, OSError, TypeError, AttributeError):
-        return ""
-    for offset, text in enumerate(lines):
-        if "tx.get()" in text:
-            return f"_connection_worker_thread (aiosqlite/core.py:{first + offset})"
-    return ""
+        places.append((aiosqlite.core._connection_worker_thread, "tx.get()", "aiosqlite/core.py"))
+    frames = set()
+    for function, call, where in places:
+        try:
+            lines, first = inspect.getsourcelines(function)
+        except (OSError, TypeError):
+            continue
+        for offset, text in enumerate(lines):
+            if call in text:
+                frames.add(f"{function.__name__} ({where}:{first + offset})")
+    return frames
 
 
 def _short_frame(frame: str) -> str:
