@@ -196,8 +196,12 @@ def _check_steps(prepared: PreparedEvents, items: list[Any]) -> Iterator[None]:
             continue
         event_id = write.event_id or new_id("evt")
         external_id = write.external_id
-        stored = {"index": start + offset, "status": "succeeded", "externalId": external_id}
-        stored["eventId"] = event_id
+        stored = {
+            "index": start + offset,
+            "status": "succeeded",
+            "externalId": external_id,
+            "eventId": event_id,
+        }
         warnings: list[dict[str, str]] = []
         if write.warnings:
             warnings = [w.to_wire() for w in write.warnings]
