@@ -75,7 +75,7 @@ import httpx
 import orjson
 import sqlalchemy as sa
 
-from onehazel.storage.checkpoints import BACKSTOP_PAGES
+from onehazel.storage.engine import SQLITE_AUTOCHECKPOINT_PAGES
 
 HOST = "127.0.0.1"
 BASE = "/operator-data-api"
@@ -609,10 +609,9 @@ def sqlite_raw(path: Path, rows: list[tuple[Any, ...]]) -> tuple[float, float]:
     """(first insert s, re-insert s): executemany INSERT OR IGNORE, the server's pragmas."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        # The server's pragmas, its automatic-checkpoint threshold included (the server also
-        # checkpoints in a thread of its own: storage/checkpoints.py).
+        # The server's pragmas (storage/engine.py), its automatic-checkpoint threshold included.
         pragmas = ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=30000", "foreign_keys=ON")
-        for pragma in (*pragmas, f"wal_autocheckpoint={BACKSTOP_PAGES}"):
+        for pragma in (*pragmas, f"wal_autocheckpoint={SQLITE_AUTOCHECKPOINT_PAGES}"):
             conn.execute(f"PRAGMA {pragma}")
         columns = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
         insert = f"INSERT OR IGNORE INTO events ({columns}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"

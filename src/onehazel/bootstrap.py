@@ -8,7 +8,6 @@ import sys
 from onehazel.config import Config
 from onehazel.services.container import Services
 from onehazel.services.core import Core
-from onehazel.storage import checkpoints
 from onehazel.storage.buckets import BucketStore, MemoryBuckets, RedisBuckets, SqlBuckets
 from onehazel.storage.engine import create_engine
 from onehazel.storage.migrate import migrate
@@ -20,20 +19,13 @@ async def open_services(config: Config, *, run_migrations: bool = False, null_po
     keys = config.key_ring()
     config.prepare_sqlite_dir()
     engine = create_engine(config.database_url, pool_size=config.pool_size, null_pool=null_pool)
-    # A long-running process (the server, a worker) checkpoints SQLite's WAL in a thread of
-    # its own; the short CLI commands (null_pool) leave it to SQLite.
-    path = config.sqlite_path
-    if path is not None and (null_pool or str(path) in ("", ":memory:")):
-        path = None
-    if path is not None:
-        checkpoints.configure(engine)  # before the first connection
     try:
         if run_migrations:
             await migrate(engine)
     except BaseException:
         await engine.dispose()
         raise
-    store = Store(engine, checkpointer=checkpoints.WalCheckpointer(path) if path is not None else None)
+    store = Store(engine)
     return Services.over(Core(store=store, keys=keys, buckets=buckets_for(config, store)))
 
 

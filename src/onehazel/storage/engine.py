@@ -76,6 +76,15 @@ def create_engine(url: str, *, pool_size: int = 40, null_pool: bool = False) -> 
     return create_async_engine(target, **kwargs)
 
 
+# Pages (4 KB) the write-ahead log may hold before a commit copies them back into the database
+# file (SQLite's default: 1000). That checkpoint runs inside the COMMIT, on the one connection
+# every write goes through: with 1000 pages it came every other 5000-event batch chunk and made
+# the chunk's commit 27-36 ms; with 8192 it comes ~8 times less often and copies a page changed
+# by several chunks once. The log file grows to ~32 MB before it starts over. (A second
+# connection checkpointing in a thread after every commit was measured too: no faster.)
+SQLITE_AUTOCHECKPOINT_PAGES = 8192
+
+
 def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -85,6 +94,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT_PAGES}")
         cur.close()
         register_sqlite_functions(dbapi_conn)
 

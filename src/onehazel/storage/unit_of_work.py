@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from onehazel.domain.errors import Unavailable
 from onehazel.storage.analytics import AnalyticsRepository
 from onehazel.storage.audit import AuditRepository
-from onehazel.storage.checkpoints import WalCheckpointer
 from onehazel.storage.entities import EntityRepository
 from onehazel.storage.events import EventRepository
 from onehazel.storage.jobs import JobRepository
@@ -57,10 +56,8 @@ class UnitOfWork:
 class Store:
     """Hands out units of work over one engine."""
 
-    def __init__(self, engine: AsyncEngine, *, checkpointer: WalCheckpointer | None = None) -> None:
+    def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self.checkpointer = checkpointer
-        """SQLite: checkpoints the WAL in its own thread after each committed transaction."""
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[UnitOfWork]:
@@ -73,8 +70,6 @@ class Store:
                 "the database is unavailable; nothing was written, retry later",
                 headers={"Retry-After": "1"},
             ) from exc
-        if self.checkpointer is not None:
-            self.checkpointer.poke()
 
     @asynccontextmanager
     async def autocommit(self, *, driver_only: bool = False) -> AsyncIterator[UnitOfWork]:
@@ -125,6 +120,4 @@ class Store:
             return False
 
     async def close(self) -> None:
-        if self.checkpointer is not None:
-            self.checkpointer.close()
         await self.engine.dispose()
