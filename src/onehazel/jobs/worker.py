@@ -106,9 +106,9 @@ class Worker:
         # duplicate).
         self._replaying = False
         # The last job's items, checks and outcomes (~150,000 objects for 5000 events, ~4 ms
-        # to free): kept until the next chunk's bulk write has started, then freed by its
-        # look-ahead while the database works, instead of on the way to the next claim.
-        # Only one job's are kept: the next job's replace them if nothing freed them.
+        # to free; they may hold PII): kept until the next chunk's bulk write has started, then
+        # freed by its look-ahead while the database works, instead of on the way to the next
+        # claim; at the latest when the next job's first chunk commits, or the worker idles.
         self._spent: tuple[Any, ...] = ()
 
     def _free_spent(self) -> None:
@@ -205,6 +205,7 @@ class Worker:
                         )
                     await uow.jobs.save_progress(updated)
                 go()
+                self._free_spent()  # if no look-ahead freed them (none for this job), now
                 start = updated.processed
                 if updated.status != "processing":
                     log.info("job finished", extra={"fields": {"jobId": job.id, "total": job.total}})
