@@ -178,6 +178,8 @@ def _check_steps(prepared: PreparedEvents, items: list[Any]) -> Iterator[None]:
     rows = prepared.rows  # the rows built ahead, until an item needs the one-by-one path
     event_ids, external_ids = prepared.event_ids, prepared.external_ids
     counted = rows.counted if rows is not None else None
+    if counted is None:  # rows built ahead come with their analytics counter, or not at all
+        rows = prepared.rows = None
     if rows is not None:
         add_event_id, add_external_id, add_type = (
             rows.event_id.append,
