@@ -34,13 +34,15 @@ async def test_commits_are_durable_and_the_log_starts_over(tmp_path: Path) -> No
             assert (await pragma("PRAGMA wal_autocheckpoint")).scalar_one() == SQLITE_AUTOCHECKPOINT_PAGES
             await uow.conn.execute(sa.text("CREATE TABLE scratch (n INTEGER, v BLOB)"))
         log_limit = SQLITE_AUTOCHECKPOINT_PAGES * 4096
-        rows = (log_limit * 3 // 2) // ROW  # half as much again as the log may hold
+        rows = 2 * log_limit // ROW  # twice what the log holds before it is copied back
         for n in range(rows):
             async with store.begin() as uow:
                 await uow.conn.execute(INSERT, {"n": n, "v": os.urandom(ROW)})
         async with store.begin() as uow:
             assert (await uow.conn.execute(sa.text("SELECT count(*) FROM scratch"))).scalar_one() == rows
-        # Still open (closing the last connection checkpoints and removes the log anyway).
-        assert Path(f"{path}-wal").stat().st_size < log_limit + 2 * ROW
+        # Still open (closing the last connection checkpoints and removes the log anyway). The
+        # log peaks at the threshold plus the transaction that crossed it, plus 24 bytes a page;
+        # without checkpoints it would hold all that was written (2x the threshold).
+        assert Path(f"{path}-wal").stat().st_size < log_limit * 5 // 4
     finally:
         await services.close()
