@@ -75,7 +75,7 @@ import httpx
 import orjson
 import sqlalchemy as sa
 
-from onehazel.storage.engine import SQLITE_AUTOCHECKPOINT_PAGES
+from onehazel.storage.engine import SQLITE_PRAGMAS
 
 HOST = "127.0.0.1"
 BASE = "/operator-data-api"
@@ -609,9 +609,7 @@ def sqlite_raw(path: Path, rows: list[tuple[Any, ...]]) -> tuple[float, float]:
     """(first insert s, re-insert s): executemany INSERT OR IGNORE, the server's pragmas."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        # The server's pragmas (storage/engine.py), its automatic-checkpoint threshold included.
-        pragmas = ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=30000", "foreign_keys=ON")
-        for pragma in (*pragmas, f"wal_autocheckpoint={SQLITE_AUTOCHECKPOINT_PAGES}"):
+        for pragma in SQLITE_PRAGMAS:  # the server's own (storage/engine.py)
             conn.execute(f"PRAGMA {pragma}")
         columns = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
         insert = f"INSERT OR IGNORE INTO events ({columns}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
