@@ -1031,6 +1031,40 @@ async def test_money_stays_exact_through_batches(api: Api, services: Services) -
     assert (await api.get("/entities/g-1")).json()["attributes"]["max_bet"] == money
 
 
+async def test_an_entitys_events_keep_the_batch_order_whatever_the_write_order(
+    api: Api, services: Services
+) -> None:
+    """The bulk write stores a chunk's rows grouped by entity (storage/events.py): events of
+    one entity that share a timestamp still list in the order the batch gave them, and the
+    rollup counts every row once."""
+    players = [f"p-{n}" for n in range(7)]
+    for player in players:
+        await entity(api, player)
+    # Entities interleaved, every event at the same instant, eventIds out of sort order.
+    items = [
+        {
+            "externalId": players[(n * 5) % 7],
+            "type": "transaction",
+            "eventId": f"e-{(n * 37) % 200:03d}",
+            "timestamp": T0,
+            "data": {"type": "deposit", "amount": f"{n}.01", "currency": "EUR"},
+        }
+        for n in range(200)
+    ]
+    job = await submit(api, "events", items)
+    await drain(services)
+    assert (await job_of(api, job))["succeeded"] == len(items)
+    for player in players:
+        expected = [i["eventId"] for i in items if i["externalId"] == player]
+        assert [e["eventId"] for e in await events_of(api, player)] == expected
+    summary = await api.get(
+        "/analytics/transactions", params={"from": "2026-11-27T00:00:00Z", "to": "2026-11-28T00:00:00Z"}
+    )
+    assert summary.status_code == 200, summary.text
+    # 0.01 + 1.01 + ... + 199.01 = 19900 + 2.00
+    assert summary.json()["data"] == [{"currency": "EUR", "count": 200, "sum": "19902.00"}]
+
+
 async def test_repeated_conflicting_event_id_conflicts_every_time(api: Api, services: Services) -> None:
     """A stored eventId sent twice in one batch with another payload: both items conflict."""
     await entity(api, "p-1")

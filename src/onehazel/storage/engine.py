@@ -155,6 +155,16 @@ def is_postgres(conn: AsyncConnection) -> bool:
 _CUSTOM_PLANS = "onehazel.custom_plans"  # key in the connection's info: the transaction it was set in
 
 
+async def sqlite_driver(conn: AsyncConnection) -> Any:
+    """The aiosqlite connection under ``conn``, inside the unit of work's ``BEGIN IMMEDIATE``
+    (SQLAlchemy begins lazily: its BEGIN is sent first, so the driver's statements join it)."""
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    if conn.in_transaction() and not driver.in_transaction:
+        await conn.execute(sa.text("SELECT 1"))
+    return driver
+
+
 async def pg_driver(conn: AsyncConnection) -> Any:
     """The asyncpg connection under ``conn``, for hot-path statements prepared once per
     connection (no SQLAlchemy compilation, arrays instead of thousands of parameters).

@@ -50,7 +50,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from onehazel.storage.engine import DECIMAL_CONTEXT, is_postgres
+from onehazel.storage.engine import DECIMAL_CONTEXT, is_postgres, sqlite_driver
 
 HOUR = 3_600 * 1_000_000
 DAY = 24 * HOUR
@@ -294,24 +294,17 @@ async def append(conn: AsyncConnection, rows: Sequence[Delta]) -> None:
         assert driver is not None
         await driver.execute(_PG_APPEND, *delta_columns(rows))
         return
-    values = ":ws, :hour, :type, :currency, :tx_type, :scale, :count, :amount, 1"
-    statement = sa.text(f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES ({values})")
-    await conn.execute(
-        statement,
-        [
-            {
-                "ws": ws,
-                "hour": hour,
-                "type": type_,
-                "currency": currency,
-                "tx_type": tx_type,
-                "scale": scale,
-                "count": count,
-                "amount": None if amount is None else format(amount, "f"),
-            }
-            for ws, hour, type_, currency, tx_type, scale, count, amount in rows
-        ],
-    )
+    driver = await sqlite_driver(conn)
+    await driver.executemany(SQLITE_APPEND, sqlite_parameters(rows))
+
+
+# SQLite: the deltas' INSERT, one row of ``sqlite_parameters`` per execution.
+SQLITE_APPEND = f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)"
+
+
+def sqlite_parameters(rows: Sequence[Delta]) -> list[tuple[Any, ...]]:
+    """:data:`SQLITE_APPEND`'s parameters for each delta row (the amount as exact text)."""
+    return [(*row[:7], None if row[7] is None else format(row[7], "f")) for row in rows]
 
 
 async def count_inserted(conn: AsyncConnection, workspace_id: str, event_ids: Sequence[str]) -> None:
