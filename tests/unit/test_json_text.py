@@ -1,4 +1,5 @@
-"""``parse_exact`` (orjson first) gives exactly what ``parse_json`` gives, error or value."""
+"""``parse_exact`` (orjson first) gives exactly what ``parse_json`` gives, error or value;
+``envelope`` (simdjson first) gives the shape of what ``parse_json`` gives, or its error."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from onehazel.domain.errors import InvalidJson
-from onehazel.domain.json_text import parse_exact, parse_json
+from onehazel.domain.json_text import envelope, parse_exact, parse_json, shape_of
 
 _scalars = st.one_of(
     st.none(),
@@ -89,3 +90,73 @@ def test_money_stays_exact() -> None:
     assert parse_exact(b'{"amount": 12345678901234567890.12}') == {
         "amount": Decimal("12345678901234567890.12")
     }
+
+
+def _shape_outcome(parse: Any, raw: bytes) -> tuple[str, Any]:
+    try:
+        return "value", parse(raw)
+    except InvalidJson as error:
+        return "error", str(error)
+
+
+def _reference_shape(raw: bytes) -> Any:
+    return shape_of(parse_json(raw))
+
+
+_bodies = st.one_of(
+    _documents,
+    st.dictionaries(st.sampled_from(["events", "entities", "x", "é"]), _documents, max_size=3),
+    st.dictionaries(st.just("events"), st.lists(_documents, max_size=6), min_size=1),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_bodies, st.booleans())
+def test_envelope_gives_the_shape_parse_json_gives(value: Any, ensure_ascii: bool) -> None:
+    raw = _encode(value, ensure_ascii)
+    assert _shape_outcome(envelope, raw) == _shape_outcome(_reference_shape, raw)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_bodies, st.data())
+def test_envelope_of_damaged_bytes_fails_or_reads_like_parse_json(value: Any, data: st.DataObject) -> None:
+    """One byte replaced, cut short or doubled: either both accept it, alike, or both give
+    the same error (simdjson must never accept what the worker's exact parse refuses)."""
+    raw = bytearray(_encode(value, False))
+    if raw:
+        at = data.draw(st.integers(0, len(raw) - 1))
+        how = data.draw(st.sampled_from(["replace", "cut", "double"]))
+        if how == "replace":
+            raw[at] = data.draw(st.integers(0, 255))
+        elif how == "cut":
+            del raw[at:]
+        else:
+            raw[at:at] = raw[at : at + 1]
+    assert _shape_outcome(envelope, bytes(raw)) == _shape_outcome(_reference_shape, bytes(raw))
+
+
+@pytest.mark.parametrize(
+    ("raw", "shape"),
+    [
+        (b'{"events": [1, 2, 3]}', {"events": 3}),
+        (b'{"events": [1], "events": [1, 2]}', {"events": 2}),  # the last, as parse_json keeps
+        (b'{"events": [123456789012345678901234567890]}', {"events": 1}),
+        (b'{"events": ["\\ud800"], "n": 1}', {"events": 1, "n": None}),
+        (b'\xef\xbb\xbf{"events": []}', {"events": 0}),
+        (b"[1, 2]", None),
+        (b'"events"', None),
+    ],
+)
+def test_envelope_edge_documents(raw: bytes, shape: Any) -> None:
+    assert envelope(raw) == shape == _reference_shape(raw)
+
+
+@pytest.mark.parametrize(
+    "raw", [b"", b"{", b'{"events": [1.]}', b'{"events": []} x', b'{"events": ["\xff"]}', b"[NaN]"]
+)
+def test_envelope_refuses_what_parse_json_refuses_with_its_message(raw: bytes) -> None:
+    with pytest.raises(InvalidJson) as refused:
+        envelope(raw)
+    with pytest.raises(InvalidJson) as reference:
+        parse_json(raw)
+    assert str(refused.value) == str(reference.value)

@@ -20,7 +20,7 @@ from onehazel.domain.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from onehazel.domain.json_text import parse_envelope, parse_exact
+from onehazel.domain.json_text import envelope, parse_exact
 from onehazel.domain.values import json_problem
 
 SINGLE_LIMIT = 1024 * 1024
@@ -86,12 +86,12 @@ async def read_json_raw(request: Request, *, limit: int, check_values: bool = Tr
 
     Batches pass ``check_values=False``: their items are checked one by one when
     applied, so one bad string fails that item, not the whole batch; and only
-    the envelope is read here (fast parse), since the stored bytes are what the
-    worker parses exactly.
+    the envelope's shape is read here (``envelope``: the document is validated,
+    not built), since the stored bytes are what the worker parses exactly.
     """
     _check_media_type(request)
     raw = await read_body(request, limit=limit)
-    document = parse_exact(raw) if check_values else parse_envelope(raw)
+    document = parse_exact(raw) if check_values else envelope(raw)
     problem = json_problem(document) if check_values else None
     if problem is not None:
         raise ValidationFailed.of([Detail("", "invalid_json_value", problem)])

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+import simdjson
 
 from onehazel.domain.errors import InvalidJson
 
@@ -53,6 +54,41 @@ def parse_envelope(raw: bytes) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         return parse_json(raw)
+
+
+def envelope(raw: bytes) -> dict[str, int | None] | None:
+    """The shape of a batch body, without building it: for a JSON object, each member's
+    array length (None for a member that is not an array); None for any other JSON value.
+    Raises ``parse_json``'s error for a document that is not JSON.
+
+    simdjson validates the whole document (UTF-8, structure, strings, numbers) in ~1 ms
+    for a 5000-event batch, against ~11 ms for orjson to build and free it. A document it
+    refuses (a lone surrogate escape, an integer past 64 bits, deep nesting, or not JSON
+    at all) or one that repeats a member name (``parse_json`` keeps the last) is read by
+    ``parse_envelope``, which gives the answer or the precise error. A property test holds
+    the two paths equal.
+    """
+    try:
+        document = simdjson.Parser().parse(raw)  # a parser per call: its values must not outlive it
+    except (ValueError, RuntimeError):  # simdjson's errors (UnicodeDecodeError is a ValueError)
+        return shape_of(parse_envelope(raw))
+    if not isinstance(document, simdjson.Object):
+        return None
+    names = list(document.keys())
+    if len(set(names)) != len(names):
+        return shape_of(parse_envelope(raw))
+    shape: dict[str, int | None] = {}
+    for name in names:
+        value = document[name]
+        shape[name] = len(value) if isinstance(value, simdjson.Array) else None
+    return shape
+
+
+def shape_of(document: Any) -> dict[str, int | None] | None:
+    """``envelope``'s answer for a parsed document."""
+    if not isinstance(document, dict):
+        return None
+    return {name: len(value) if isinstance(value, list) else None for name, value in document.items()}
 
 
 def parse_exact(raw: bytes) -> Any:

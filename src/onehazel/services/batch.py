@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -38,19 +39,20 @@ MAX_ITEMS = {"entities": 1000, "events": 5000, "states": 1000}
 ITEM_STATUSES = ("succeeded", "failed", "duplicate", "warning")
 
 
-def batch_items(kind: str, document: Any) -> list[Any]:
-    """The item array of a batch body, or 422 / 413 when the envelope is wrong."""
-    if not isinstance(document, dict) or not isinstance(document.get(kind), list):
+def batch_total(kind: str, shape: Mapping[str, int | None] | None) -> int:
+    """The item count of a batch body, from its shape (``json_text.envelope``: each
+    member's array length), or 422 / 413 when the envelope is wrong."""
+    total = shape.get(kind) if shape is not None else None
+    if shape is None or total is None:
         raise ValidationFailed.of(
             [Detail(kind, "invalid_batch", f'the body must be an object with an "{kind}" array')]
         )
-    extra = [key for key in document if key != kind]
+    extra = [key for key in shape if key != kind]
     if extra:
         raise ValidationFailed.of([Detail(extra[0], "unknown_field", f"{extra[0]}: is not a batch member")])
-    items: list[Any] = document[kind]
-    if len(items) > MAX_ITEMS[kind]:
-        raise BatchTooLarge(f"a {kind} batch holds at most {MAX_ITEMS[kind]} items; got {len(items)}")
-    return items
+    if total > MAX_ITEMS[kind]:
+        raise BatchTooLarge(f"a {kind} batch holds at most {MAX_ITEMS[kind]} items; got {total}")
+    return total
 
 
 def job_to_wire(job: JobRecord) -> dict[str, Any]:
@@ -77,7 +79,7 @@ class BatchService:
         self.core = services.core
 
     async def accept(
-        self, ws: Workspace, *, kind: str, body: bytes, items: list[Any], idempotency_key: str | None
+        self, ws: Workspace, *, kind: str, body: bytes, total: int, idempotency_key: str | None
     ) -> tuple[dict[str, Any], bool]:
         """Store the batch as a queued job; returns (job, created). Replays return the first job."""
         await self.core.template_of(ws)
@@ -94,7 +96,7 @@ class BatchService:
             id=new_id("job"),
             kind=kind,
             status="queued",
-            total=len(items),
+            total=total,
             processed=0,
             succeeded=0,
             failed=0,

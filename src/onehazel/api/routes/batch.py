@@ -24,7 +24,7 @@ from onehazel.api.schemas import (
 from onehazel.domain.errors import Detail, ValidationFailed
 from onehazel.domain.json_text import parse_json
 from onehazel.domain.values import ValueProblem, check_identifier
-from onehazel.services.batch import MAX_ITEMS, batch_items
+from onehazel.services.batch import MAX_ITEMS, batch_total
 
 router = APIRouter(tags=["batch"])
 
@@ -46,17 +46,16 @@ _SUBMIT_RESPONSES = {
 async def _submit(
     request: Request, services: ServicesDep, ws: WorkspaceDep, kind: str, dry_run: bool, key: str | None
 ) -> Json:
-    raw, document = await read_json_raw(request, limit=BATCH_LIMIT, check_values=False)
-    items = batch_items(kind, document)
-    if dry_run:  # the envelope parse is not exact (floats): re-read the items exactly
-        exact = batch_items(kind, parse_json(raw))
-        return Json(await services.batch.dry_run(ws, kind=kind, items=exact))
+    raw, shape = await read_json_raw(request, limit=BATCH_LIMIT, check_values=False)
+    total = batch_total(kind, shape)
+    if dry_run:  # only the envelope's shape was read: read the items, exactly
+        return Json(await services.batch.dry_run(ws, kind=kind, items=parse_json(raw)[kind]))
     if key is not None:
         try:
             check_identifier(key, what="Idempotency-Key")
         except ValueProblem as exc:
             raise ValidationFailed.of([Detail("Idempotency-Key", exc.code, exc.message)]) from None
-    job, _ = await services.batch.accept(ws, kind=kind, body=raw, items=items, idempotency_key=key)
+    job, _ = await services.batch.accept(ws, kind=kind, body=raw, total=total, idempotency_key=key)
     return Json({"jobId": job["jobId"], "status": job["status"], "total": job["total"]}, status_code=202)
 
 
