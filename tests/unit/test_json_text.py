@@ -143,6 +143,7 @@ def test_envelope_of_damaged_bytes_fails_or_reads_like_parse_json(value: Any, da
         (b'{"events": [123456789012345678901234567890]}', {"events": 1}),
         (b'{"events": ["\\ud800"], "n": 1}', {"events": 1, "n": None}),
         (b'\xef\xbb\xbf{"events": []}', {"events": 0}),
+        (b'{"a": 1, "a\\u0000b": [1, 2]}', {"a": None, "a\x00b": 2}),
         (b"[1, 2]", None),
         (b'"events"', None),
     ],
