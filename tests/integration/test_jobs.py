@@ -65,7 +65,9 @@ async def tenant(services: Services, *, mode: str = "live") -> Workspace:
 
 async def accept(services: Services, ws: Workspace, kind: str, items: list[Any]) -> str:
     body = json.dumps({kind: items}).encode()
-    job, created = await services.batch.accept(ws, kind=kind, body=body, items=items, idempotency_key=None)
+    job, created = await services.batch.accept(
+        ws, kind=kind, body=body, total=len(items), idempotency_key=None
+    )
     assert created
     assert job["status"] == "queued"
     return str(job["jobId"])

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from onehazel.domain.errors import ValidationFailed
 from onehazel.domain.json_text import parse_json, strings_are_clean
 from onehazel.domain.templates import TPL_IGAMING
-from onehazel.domain.validation import EventWrite, _event_fast, validate_event, validate_event_fully
+from onehazel.domain.validation import EventWrite, event_fast, validate_event, validate_event_fully
 from onehazel.domain.values import json_problem
 
 EVENT_TYPES = sorted(TPL_IGAMING.event_types)
@@ -109,7 +109,7 @@ def test_the_fast_path_answers_only_what_the_full_validator_answers_the_same(bod
     for clean in (False, True):
         if clean and json_problem(body) is not None:
             continue  # the caller only says clean when no string holds NUL or a lone surrogate
-        fast = _event_fast(TPL_IGAMING, body, clean)
+        fast = event_fast(TPL_IGAMING, body, clean)
         if fast is not None:
             assert full is not None, f"the fast path accepted what the full validator refuses: {body!r}"
             assert same_write(fast, full)
@@ -122,7 +122,7 @@ def test_the_fast_path_takes_the_common_transaction() -> None:
         b'{"externalId": "p-1", "type": "transaction", "eventId": "e-1", "timestamp": "2026-11-27T10:00:00Z",'
         b' "data": {"type": "deposit", "amount": "10.50", "currency": "EUR", "method": "card", "n": 3}}'
     )
-    fast = _event_fast(TPL_IGAMING, body, True)
+    fast = event_fast(TPL_IGAMING, body, True)
     assert fast is not None
     assert fast.plain["amount"] == "10.50"
     assert validate_event(TPL_IGAMING, body) == fast
@@ -131,7 +131,7 @@ def test_the_fast_path_takes_the_common_transaction() -> None:
 def test_unusual_values_go_to_the_full_validator() -> None:
     data = {"amount": Decimal("10.5"), "currency": "EUR"}
     body = {"externalId": "p-1", "type": "transaction", "data": data}
-    assert _event_fast(TPL_IGAMING, body, True) is None
+    assert event_fast(TPL_IGAMING, body, True) is None
     assert validate_event(TPL_IGAMING, body).plain["amount"] == "10.5"  # the full validator decides
 
 

@@ -297,7 +297,7 @@ def validate_entity(template: Template, body: Any) -> EntityWrite:
 def validate_event(template: Template, body: Any, *, clean: bool = False) -> EventWrite:
     """``clean``: the caller knows no string in ``body`` holds NUL or a lone surrogate
     (see ``json_text.strings_are_clean``), so strings need not be searched for them."""
-    fast = _event_fast(template, body, clean)
+    fast = event_fast(template, body, clean)
     return fast if fast is not None else validate_event_fully(template, body)
 
 
@@ -346,10 +346,15 @@ def validate_event_fully(template: Template, body: Any) -> EventWrite:
 _SIMPLE_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")  # at most 40 characters: checked apart
 
 
-def _event_fast(template: Template, body: Any, clean: bool) -> EventWrite | None:
+def event_fast(template: Template, body: Any, clean: bool) -> EventWrite | None:
     """The common, valid event in one tight pass; None means "not simple": the full
     validator then decides (and words any error). For every body it accepts, the
-    result equals the full validator's (a property test holds it to that)."""
+    result equals the full validator's (a property test holds it to that).
+
+    It takes only bodies whose values are strings, 64-bit integers, booleans and nulls,
+    which orjson and the exact parser (``json_text.parse_json``) read alike: a body
+    orjson parsed may be checked here, and only one it declines needs the exact parse
+    (a float there is an exact Decimal) before ``validate_event``."""
     if type(body) is not dict or not body.keys() <= _EVENT_MEMBERS:
         return None
     external_id = body.get("externalId")
@@ -403,8 +408,8 @@ def _event_fast(template: Template, body: Any, clean: bool) -> EventWrite | None
                     elif check != "any":
                         return None
             elif kind is int:
-                if spec is not None and spec.type not in _INT_AS_IS:
-                    return None
+                if (spec is not None and spec.type not in _INT_AS_IS) or not _I64_MIN <= value <= _I64_MAX:
+                    return None  # past 64 bits the exact parse gives a Decimal (see above)
             elif kind is bool:
                 if spec is not None and spec.type not in _BOOL_AS_IS:
                     return None
@@ -428,6 +433,7 @@ def _event_fast(template: Template, body: Any, clean: bool) -> EventWrite | None
 
 
 _INT_AS_IS = frozenset({"number", "integer", "any"})
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 _BOOL_AS_IS = frozenset({"boolean", "any"})
 
 

@@ -25,7 +25,7 @@ import orjson
 from onehazel.crypto.fingerprints import Fingerprinter
 from onehazel.domain.errors import ApiError, Detail, ValidationFailed
 from onehazel.domain.templates import Template
-from onehazel.domain.validation import EventWrite, validate_entity, validate_event, validate_state
+from onehazel.domain.validation import EventWrite, event_fast, validate_entity, validate_event, validate_state
 from onehazel.domain.values import safe_text
 from onehazel.domain.workspace import Workspace
 from onehazel.services.ids import new_id
@@ -87,6 +87,7 @@ async def apply_chunk(
     fingerprints: Fingerprinter,
     prepared: PreparedEvents | None = None,
     writing: Callable[[bool], None] | None = None,
+    reread: Callable[[int], Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Apply ``items`` (indexes ``start``..) and return one outcome per item, in order.
 
@@ -96,10 +97,11 @@ async def apply_chunk(
     called once the long part of the events' bulk statements starts (the database is busy
     for a while: the look-up of a re-sent chunk, or the write: after the COPY on PostgreSQL,
     before the statements on SQLite), with whether the chunk looks like a re-send.
+    ``reread``: events ``items`` came from orjson, see :func:`prepare_events`.
     """
     if kind == "events":
         if prepared is None or not prepared.fits(template, fingerprints, start, len(items)):
-            prepared = prepare_events(template, items, start, fingerprints)
+            prepared = prepare_events(template, items, start, fingerprints, reread=reread)
         return await _apply_events(services, uow, ws, prepared, writing)
     outcomes = []
     for offset, item in enumerate(items):
@@ -157,6 +159,9 @@ class PreparedEvents:
     time of writing) or with an eventId used twice in the chunk."""
     external_ids: set[str] = field(default_factory=set)
     event_ids: set[str] = field(default_factory=set)
+    reread: Callable[[int], Any] | None = None
+    """Set when the items came from orjson: item ``i`` (a job index) as the exact parser
+    reads it, for any item the validation's fast path declines (``event_fast``)."""
 
     def fits(self, template: Template, fingerprints: Fingerprinter, start: int, count: int) -> bool:
         return (
@@ -173,7 +178,7 @@ def _check_steps(prepared: PreparedEvents, items: list[Any]) -> Iterator[None]:
     The batch path's hottest loop (5000 items a chunk): names are bound once, and an item's
     outcome and row are built inline rather than through ``success`` and ``_append``."""
     template, fingerprints, start = prepared.template, prepared.fingerprints, prepared.start
-    clean, failed, checked = prepared.clean, prepared.failed, prepared.checked
+    clean, failed, checked, reread = prepared.clean, prepared.failed, prepared.checked, prepared.reread
     dumps, fingerprint_of, add_checked = orjson.dumps, fingerprints.of, checked.append
     rows = prepared.rows  # the rows built ahead, until an item needs the one-by-one path
     event_ids, external_ids = prepared.event_ids, prepared.external_ids
@@ -192,7 +197,11 @@ def _check_steps(prepared: PreparedEvents, items: list[Any]) -> Iterator[None]:
         if offset % PREPARE_SLICE == PREPARE_SLICE - 1:
             yield
         try:
-            write = validate_event(template, item, clean=clean)
+            write = None if reread is None else event_fast(template, item, clean)
+            if write is None:
+                if reread is not None:
+                    item = reread(start + offset)
+                write = validate_event(template, item, clean=clean)
         except ValidationFailed as error:
             failed.append((offset, failure(start + offset, item, error)))
             continue
@@ -246,9 +255,17 @@ def _append(rows: EventColumns, item: _Checked, pii: str | None, ts: int) -> Non
 
 
 def prepare_events(
-    template: Template, items: list[Any], start: int, fingerprints: Fingerprinter, *, clean: bool = False
+    template: Template,
+    items: list[Any],
+    start: int,
+    fingerprints: Fingerprinter,
+    *,
+    clean: bool = False,
+    reread: Callable[[int], Any] | None = None,
 ) -> PreparedEvents:
-    prepared = PreparedEvents(template, fingerprints, start, len(items), clean)
+    """Check ``items`` (job indexes ``start``..). ``reread``: they came from orjson (not
+    exact), and ``reread(i)`` gives item ``i`` exactly (``worker.Items.exact``)."""
+    prepared = PreparedEvents(template, fingerprints, start, len(items), clean, reread=reread)
     for _ in _check_steps(prepared, items):
         pass
     return prepared
@@ -262,10 +279,11 @@ async def prepare_events_async(
     *,
     clean: bool = False,
     rows: bool = True,
+    reread: Callable[[int], Any] | None = None,
 ) -> PreparedEvents:
     """:func:`prepare_events` in slices, letting the event loop run between them (HTTP
     requests, the database round trips of the chunk being written)."""
-    prepared = PreparedEvents(template, fingerprints, start, len(items), clean)
+    prepared = PreparedEvents(template, fingerprints, start, len(items), clean, reread=reread)
     if not rows:  # e.g. a re-send, whose rows are stored already: not worth building
         prepared.rows = None
     for _ in _check_steps(prepared, items):

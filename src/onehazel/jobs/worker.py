@@ -22,8 +22,10 @@ import os
 import secrets
 import socket
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+import orjson
 
 from onehazel.crypto.blobs import open_blob
 from onehazel.crypto.fields import DecryptionFailed
@@ -193,7 +195,7 @@ class Worker:
                         return  # the lease lapsed and another worker took over
                     chunk = items[current.processed : current.processed + size]
                     outcomes = await self._apply(
-                        uow, ws, current, chunk, template, fingerprints, prepared, go
+                        uow, ws, current, chunk, template, fingerprints, prepared, go, batch.reread
                     )
                     now = self.core.clock()
                     updated = advance(current, outcomes, now=now, lease_until=now + self.lease)
@@ -264,7 +266,13 @@ class Worker:
         rows are built unless the last chunk was a re-send."""
         chunk = batch.items[start : start + self.chunk_sizes["events"]]
         return await prepare_events_async(
-            template, chunk, start, fingerprints, clean=batch.clean, rows=not self._replaying
+            template,
+            chunk,
+            start,
+            fingerprints,
+            clean=batch.clean,
+            rows=not self._replaying,
+            reread=batch.reread,
         )
 
     async def _look_ahead(
@@ -316,6 +324,7 @@ class Worker:
         fingerprints: Fingerprinter,
         prepared: PreparedEvents | None,
         writing: Callable[[bool], None] | None,
+        reread: Callable[[int], Any] | None,
     ) -> list[dict[str, Any]]:
         if isinstance(template, TemplateNotConfigured):
             return [failure(job.processed + i, item, template) for i, item in enumerate(chunk)]
@@ -330,6 +339,7 @@ class Worker:
             fingerprints=fingerprints,
             prepared=prepared,
             writing=writing,
+            reread=reread,
         )
 
     async def read_items(self, workspace_id: str, job_id: str, kind: str) -> Items:
@@ -384,17 +394,45 @@ class Worker:
                 return removed
 
 
-@dataclass(frozen=True)
+@dataclass
 class Items:
     """A job's items, and whether their strings are known clean (``strings_are_clean``)."""
 
     items: list[Any]
     clean: bool
+    kind: str
+    raw: bytes | None = None
+    """The payload, when ``items`` came from orjson (not exact): see :meth:`exact`."""
+    _exact: list[Any] | None = field(default=None, repr=False)
+
+    def exact(self, index: int) -> Any:
+        """Item ``index`` as the exact parser reads it (parsed once, on first use)."""
+        if self.raw is None:
+            return self.items[index]
+        if self._exact is None:
+            self._exact = parse_json(self.raw)[self.kind]
+        return self._exact[index]
+
+    @property
+    def reread(self) -> Callable[[int], Any] | None:
+        """:meth:`exact` when the items need it (read by orjson), else None."""
+        return self.exact if self.raw is not None else None
 
 
 def parse_items(raw: bytes, kind: str) -> Items:
-    """The items of a job's decrypted payload (the exact parse: decimals stay exact)."""
-    return Items(parse_json(raw)[kind], strings_are_clean(raw))
+    """The items of a job's decrypted payload.
+
+    Events are read by orjson (~9 ms for 5000, against ~17 ms for the exact parser): the
+    validation's fast path takes only items orjson reads exactly, and ``Items.exact``
+    gives the exact parse of any other (a float stays a Decimal). Entities and states
+    are validated item by item with no fast path: they get the exact parse at once."""
+    clean = strings_are_clean(raw)
+    if kind == "events":
+        try:
+            return Items(orjson.loads(raw)[kind], clean, kind, raw)
+        except orjson.JSONDecodeError:
+            pass  # e.g. a lone surrogate escape: the exact parser reads it
+    return Items(parse_json(raw)[kind], clean, kind)
 
 
 class Ahead:
