@@ -163,7 +163,15 @@ async def test_test_key_sees_separate_data(api: Api, operator: CreatedOperator) 
 
 @pytest.mark.parametrize(
     "content",
-    [b"{", b'{"externalId": "p-1",}', b"not json", b"{'a': 1}", b'{"a": 1} trailing', b'"unterminated'],
+    [
+        b"{",
+        b'{"externalId": "p-1",}',
+        b"not json",
+        b"{'a': 1}",
+        b'{"a": 1} trailing',
+        b'"unterminated',
+        b'{"externalId": "p-1", "n": 1e99999999999999999999}',
+    ],
 )
 async def test_malformed_json_is_400(api: Api, content: bytes) -> None:
     error_of(await post_raw(api, content), 400, "invalid_json")

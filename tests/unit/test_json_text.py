@@ -80,6 +80,7 @@ def test_parse_exact_equals_parse_json(value: Any, ensure_ascii: bool) -> None:
         b"[" * 2000 + b"]" * 2000,
         b'"just a string"',
         b"1.5",
+        b'{"n": 1e99999999999999999999}',  # past Decimal's exponent range: a 400, not a 500
     ],
 )
 def test_edge_documents_parse_alike(raw: bytes) -> None:
@@ -153,7 +154,16 @@ def test_envelope_edge_documents(raw: bytes, shape: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", [b"", b"{", b'{"events": [1.]}', b'{"events": []} x', b'{"events": ["\xff"]}', b"[NaN]"]
+    "raw",
+    [
+        b"",
+        b"{",
+        b'{"events": [1.]}',
+        b'{"events": []} x',
+        b'{"events": ["\xff"]}',
+        b"[NaN]",
+        b'{"events": [1e99999999999999999999]}',
+    ],
 )
 def test_envelope_refuses_what_parse_json_refuses_with_its_message(raw: bytes) -> None:
     with pytest.raises(InvalidJson) as refused:

@@ -7,6 +7,7 @@ float), ``NaN``/``Infinity`` are refused, and every failure is the contract's
 
 from __future__ import annotations
 
+import decimal
 import json
 import re
 from decimal import Decimal
@@ -145,3 +146,5 @@ def parse_json(raw: bytes) -> Any:
         raise InvalidJson(f"the request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise InvalidJson("the request body is nested too deeply") from None
+    except decimal.InvalidOperation:  # an exponent past what Decimal holds, e.g. 1e99999999999999999999
+        raise InvalidJson("the request body is not valid JSON: a number is out of range") from None
