@@ -428,6 +428,38 @@ async def test_money_in_a_job_is_exact(services: Services) -> None:
     assert sum(Decimal(a) for a in stored) == Decimal("112345678901234567890.41")
 
 
+# --- unreadable payloads --------------------------------------------------------------------------
+
+# Nested deeper than the exact parser reads (orjson and the submit's simdjson read it).
+DEEP = b"[" * 1000 + b"]" * 1000
+
+
+@pytest.mark.parametrize("chunk", [5000, 1])
+async def test_a_payload_the_exact_parser_refuses_fails_its_job_as_unreadable(
+    services: Services, chunk: int
+) -> None:
+    """The worker reads events with orjson and re-reads exactly only what the fast path
+    declines; when that re-read fails, the job fails as unreadable (it must not stay
+    "processing", holding up the workspace's later jobs), keeping any chunk already applied."""
+    ws = await tenant(services)
+    await services.entities.upsert(ws, {"externalId": "p-0", "type": "player"})
+    flat = json.dumps(deposits(1)[0]).encode()
+    deep = b'{"externalId": "p-0", "type": "bonus", "data": {"n": ' + DEEP + b"}}"
+    body = b'{"events": [' + flat + b", " + deep + b"]}"
+    job, _ = await services.batch.accept(ws, kind="events", body=body, total=2, idempotency_key=None)
+    later = await accept(services, ws, "events", deposits(2))
+    worker = Worker(services, events_chunk=chunk)
+    while await worker.run_once():
+        pass
+    failed = await services.batch.get(ws, job["jobId"])
+    assert failed["status"] == "failed"
+    assert failed["errors"][0]["code"] == "job_unreadable"
+    applied = 1 if chunk == 1 else 0  # the flat item's chunk commits before the deep one is read
+    assert (failed["processed"], failed["succeeded"]) == (applied, applied)
+    assert (await services.batch.get(ws, later))["status"] == "completed"
+    assert await count(services, events, ws) == applied + 2
+
+
 # --- reading ahead --------------------------------------------------------------------------------
 
 

@@ -48,6 +48,7 @@ log = logging.getLogger("onehazel.worker")
 
 DAY_MICROS = 86_400 * 1_000_000
 UNREADABLE = (DecryptionFailed, ApiError, KeyError, TypeError, LookupError)
+UNREADABLE_MESSAGE = "the stored batch could not be read"
 KEEP_ERRORS = 100
 SWEEP_SECONDS = 60.0
 
@@ -212,6 +213,8 @@ class Worker:
                 if updated.status != "processing":
                     log.info("job finished", extra={"fields": {"jobId": job.id, "total": job.total}})
                     return
+        except PayloadUnreadable as exc:
+            await self._unreadable(job, exc)
         finally:
             self._go_ahead(ahead)
             if ahead is not None and ahead.job_id == job.id:
@@ -364,23 +367,28 @@ class Worker:
         try:
             return await self.read_items(job.workspace_id, job.id, job.kind)
         except UNREADABLE as exc:
-            log.error(
-                "job payload unreadable", extra={"fields": {"jobId": job.id, "error": type(exc).__name__}}
-            )
+            await self._unreadable(job, exc)
+            return None
+
+    async def _unreadable(self, job: JobRecord, exc: Exception) -> None:
+        """Mark the job failed (``job_unreadable``): its stored batch cannot be read. Chunks
+        committed before (when only the exact re-read of a later item failed) stay applied."""
+        log.error("job payload unreadable", extra={"fields": {"jobId": job.id, "error": type(exc).__name__}})
+        unreadable = {"index": None, "code": "job_unreadable", "message": UNREADABLE_MESSAGE}
+        async with self.core.store.begin() as uow:
+            current = await uow.jobs.get(job.workspace_id, job.id, lock=True)
+            if current is None or current.status != "processing" or current.lease_owner != self.owner:
+                return  # the lease lapsed and another worker took over
             now = self.core.clock()
             failed = replace(
-                job,
+                current,
                 status="failed",
                 completed_at=now,
                 lease_owner=None,
                 lease_until=None,
-                errors=[
-                    {"index": None, "code": "job_unreadable", "message": "the stored batch could not be read"}
-                ],
+                errors=[unreadable, *current.errors][:KEEP_ERRORS],
             )
-            async with self.core.store.begin() as uow:
-                await uow.jobs.save_progress(failed)
-            return None
+            await uow.jobs.save_progress(failed)
 
     async def sweep(self) -> int:
         """Remove finished jobs (and their outcomes) older than the retention period."""
@@ -392,6 +400,10 @@ class Worker:
             removed += count
             if count == 0:
                 return removed
+
+
+class PayloadUnreadable(Exception):
+    """A job's payload, read by orjson, that the exact parser refuses (``Items.exact``)."""
 
 
 @dataclass
@@ -406,11 +418,17 @@ class Items:
     _exact: list[Any] | None = field(default=None, repr=False)
 
     def exact(self, index: int) -> Any:
-        """Item ``index`` as the exact parser reads it (parsed once, on first use)."""
+        """Item ``index`` as the exact parser reads it (parsed once, on first use). Raises
+        ``PayloadUnreadable`` when the exact parser refuses a payload orjson read (one
+        nested deeper than it reads): the job fails as unreadable, as it did when the
+        exact parse came first."""
         if self.raw is None:
             return self.items[index]
         if self._exact is None:
-            self._exact = parse_json(self.raw)[self.kind]
+            try:
+                self._exact = parse_json(self.raw)[self.kind]
+            except ApiError as error:
+                raise PayloadUnreadable(error.message) from None
         return self._exact[index]
 
     @property
