@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from onehazel.storage.engine import is_postgres, pg_driver, upsert
+from onehazel.storage.engine import is_postgres, json_list, pg_driver, upsert
 from onehazel.storage.records import EntityRecord
 from onehazel.storage.tables import entities, entity_keys
 
@@ -112,7 +111,7 @@ class EntityRepository:
             driver = await pg_driver(self.conn)
             count = await driver.fetchval(_PG_COUNT_LIVE, workspace_id, ids)
         else:
-            params = {"ws": workspace_id, "ids": orjson.dumps(ids).decode()}
+            params = {"ws": workspace_id, "ids": json_list(ids)}
             count = (await self.conn.execute(_SQLITE_COUNT_LIVE, params)).scalar_one()
         return bool(count == len(ids))
 

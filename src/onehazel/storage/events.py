@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from onehazel.storage import rollups
-from onehazel.storage.engine import is_postgres, pg_driver, sqlite_driver, upsert
+from onehazel.storage.engine import is_postgres, json_list, pg_driver, sqlite_driver, upsert
 from onehazel.storage.records import EventRecord
 from onehazel.storage.tables import entities, events
 
@@ -144,10 +144,6 @@ _SQLITE_FINGERPRINTS = (
     "SELECT event_id, fingerprint FROM events"
     " WHERE workspace_id = ? AND event_id IN (SELECT value FROM json_each(?))"
 )
-
-
-def _json_list(values: list[str]) -> str:
-    return orjson.dumps(values).decode()
 
 
 def _sqlite_statement_sizes(count: int) -> Iterator[int]:
@@ -394,7 +390,7 @@ class EventRepository:
         if added == 0:  # a re-sent chunk
             return set()
         # Some were new: ours are the stored rows with this chunk's (seq, received_at).
-        found = await driver.execute_fetchall(_SQLITE_SEQS, (workspace_id, _json_list(rows.event_id)))
+        found = await driver.execute_fetchall(_SQLITE_SEQS, (workspace_id, json_list(rows.event_id)))
         stored = {row[0]: (row[1], row[2]) for row in found}
         inserted = {
             event_id
@@ -422,7 +418,7 @@ class EventRepository:
             found = await driver.fetch(_PG_FINGERPRINTS, workspace_id, event_ids)
             return {row[0]: row[1] for row in found}
         driver = await sqlite_driver(self.conn)
-        found = await driver.execute_fetchall(_SQLITE_FINGERPRINTS, (workspace_id, _json_list(event_ids)))
+        found = await driver.execute_fetchall(_SQLITE_FINGERPRINTS, (workspace_id, json_list(event_ids)))
         return {row[0]: row[1] for row in found}
 
     async def get(self, workspace_id: str, event_id: str) -> EventRecord | None:

@@ -11,7 +11,6 @@ SQLite, where ``BEGIN IMMEDIATE`` already serialises writers, a chunk is a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from onehazel.storage import rollups
-from onehazel.storage.engine import is_postgres
+from onehazel.storage.engine import is_postgres, json_list
 from onehazel.storage.tables import entities, entity_keys, job_chunks, settings, states, workspaces
 
 _EVENTS_BEFORE = "workspace_id = :ws AND ts < :before"
@@ -122,7 +121,7 @@ class RetentionRepository:
         if not is_postgres(self.conn):
             rowids = list((await self.conn.execute(lite, {**params, "limit": limit})).scalars())
             await rollups.uncount_rowids(self.conn, rowids)
-            await self.conn.execute(_SQLITE_DELETE, {"ids": json.dumps(rowids)})
+            await self.conn.execute(_SQLITE_DELETE, {"ids": json_list(rowids)})
             return len(rowids), None
         bounds = {"after": _MIN_TS if after is None else after, "limit": limit}
         row = (await self.conn.execute(pg, {**params, **bounds})).one()

@@ -41,7 +41,6 @@ right hour and day too.
 from __future__ import annotations
 
 import decimal
-import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -50,7 +49,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from onehazel.storage.engine import DECIMAL_CONTEXT, is_postgres, sqlite_driver
+from onehazel.storage.engine import DECIMAL_CONTEXT, is_postgres, json_list, sqlite_driver
 
 HOUR = 3_600 * 1_000_000
 DAY = 24 * HOUR
@@ -317,7 +316,7 @@ async def count_inserted(conn: AsyncConnection, workspace_id: str, event_ids: Se
         ids = sa.bindparam("ids", list(event_ids), type_=postgresql.ARRAY(sa.Text))
     else:
         source = "events s WHERE s.workspace_id = :ws AND s.event_id IN (SELECT value FROM json_each(:ids))"
-        ids = sa.bindparam("ids", json.dumps(list(event_ids)), type_=sa.Text)
+        ids = sa.bindparam("ids", json_list(event_ids), type_=sa.Text)
     statement = sa.text(f"INSERT INTO {TABLE} ({_COLUMNS}) {sql.deltas(source, sign=1)}")
     await conn.execute(statement.bindparams(ids, sa.bindparam("ws", workspace_id)))
 
@@ -328,7 +327,7 @@ async def uncount_rowids(conn: AsyncConnection, rowids: Sequence[int]) -> None:
         return
     source = "events s WHERE s.rowid IN (SELECT value FROM json_each(:ids))"
     statement = sa.text(f"INSERT INTO {TABLE} ({_COLUMNS}) {SQLITE.deltas(source, sign=-1)}")
-    await conn.execute(statement, {"ids": json.dumps(list(rowids))})
+    await conn.execute(statement, {"ids": json_list(rowids)})
 
 
 async def rebuild(conn: AsyncConnection, workspace_id: str | None = None) -> None:
