@@ -19,13 +19,14 @@ run: $(STAMP)
 	$(BIN)/onehazel serve
 
 ## Set up and run the whole test suite (PostgreSQL tests skip if none is reachable), plus lint.
+## One pytest process per core (pytest-xdist): most tests wait on a database or a server process.
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 	$(MAKE) --no-print-directory lint
 
 ## The same without the slow (fuzz, soak, crash) cases.
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -n auto -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
