@@ -49,7 +49,8 @@ class ValueProblem(ValueError):
 
 
 _READ_TIMESTAMPS: dict[str, int] = {}
-"""Timestamps read lately: a batch's events mostly share a few (~1.5 us of 4 saved an item)."""
+"""Timestamps read lately (never errors): a batch's events mostly share a few. With the fast path's
+memory of valid externalIds, a 5000-event chunk's check runs ~10% fewer instructions (callgrind)."""
 _READ_TIMESTAMPS_MAX = 4096
 
 
