@@ -25,7 +25,13 @@ import orjson
 from onehazel.crypto.fingerprints import Fingerprinter
 from onehazel.domain.errors import ApiError, Detail, ValidationFailed
 from onehazel.domain.templates import Template
-from onehazel.domain.validation import EventWrite, event_fast, validate_entity, validate_event, validate_state
+from onehazel.domain.validation import (
+    EventWrite,
+    event_fast,
+    validate_entity,
+    validate_event_fully,
+    validate_state,
+)
 from onehazel.domain.values import safe_text
 from onehazel.domain.workspace import Workspace
 from onehazel.services.ids import new_id
@@ -197,11 +203,11 @@ def _check_steps(prepared: PreparedEvents, items: list[Any]) -> Iterator[None]:
         if offset % PREPARE_SLICE == PREPARE_SLICE - 1:
             yield
         try:
-            write = None if reread is None else event_fast(template, item, clean)
-            if write is None:
+            write = event_fast(template, item, clean)
+            if write is None:  # not the common case: the full validator, on the exact parse
                 if reread is not None:
                     item = reread(start + offset)
-                write = validate_event(template, item, clean=clean)
+                write = validate_event_fully(template, item)
         except ValidationFailed as error:
             failed.append((offset, failure(start + offset, item, error)))
             continue
