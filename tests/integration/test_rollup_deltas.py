@@ -169,3 +169,30 @@ def test_non_string_members_of_unsummable_transactions_are_not_read() -> None:
     deltas = rollups.python_deltas("ws", ["transaction"], [0], [{"amount": 5, "currency": 5, "type": [1]}])
     assert deltas == [("ws", 0, "transaction", None, None, None, 1, None)]
     assert orjson.dumps(deltas)  # plain values only
+
+
+@pytest.mark.parametrize("count", [1, 64, 165])
+async def test_appended_deltas_are_stored_exactly_once_each(services: Services, count: int) -> None:
+    """``rollups.append`` writes every delta row once, however many statements it takes
+    (SQLite: blocks of 64 rows, then powers of two), amounts as exact text."""
+    ws = f"ws_append_{uuid.uuid4().hex[:12]}"
+    deltas = [
+        (ws, n * HOUR, "transaction", "EUR", "bet", 2, n + 1, Decimal(f"{n}.{n % 100:02d}"))
+        for n in range(count)
+    ]
+    async with services.core.store.begin() as uow:
+        await rollups.append(uow.conn, deltas)
+    async with services.core.store.begin() as uow:
+        found = (
+            await uow.conn.execute(
+                sa.text(
+                    "SELECT hour, type, currency, tx_type, scale, count, amount, pending"
+                    " FROM event_rollups WHERE workspace_id = :ws"
+                ),
+                {"ws": ws},
+            )
+        ).all()
+    assert sorted((r[0], r[5], Decimal(str(r[6])), bool(r[7])) for r in found) == [
+        (d[1], d[6], d[7], True) for d in deltas
+    ]
+    assert {(r[1], r[2], r[3], r[4]) for r in found} == {("transaction", "EUR", "bet", 2)}

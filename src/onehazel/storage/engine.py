@@ -10,8 +10,9 @@ another connection wrote in between, while an immediate one waits its turn
 from __future__ import annotations
 
 import decimal
+import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -160,6 +161,18 @@ def json_list(values: Sequence[Any]) -> str:
     """Many ids as one JSON array parameter, read by SQLite's ``json_each``: no statement
     with thousands of placeholders."""
     return orjson.dumps(list(values)).decode()
+
+
+def sqlite_block_sizes(count: int, block: int) -> Iterator[int]:
+    """Rows per multi-row statement for ``count`` rows: blocks of ``block`` rows (a power of
+    two), then the rest in powers of two. Each statement shape is prepared once and cached by
+    the connection, so only log2(block) + 1 shapes ever exist (a shape per remainder would
+    let many large cached statements pile up)."""
+    blocks, rest = divmod(count, block)
+    yield from itertools.repeat(block, blocks)
+    for bit in reversed(range(rest.bit_length())):
+        if rest >> bit & 1:
+            yield 1 << bit
 
 
 async def sqlite_driver(conn: AsyncConnection) -> Any:

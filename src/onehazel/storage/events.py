@@ -19,7 +19,14 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from onehazel.storage import rollups
-from onehazel.storage.engine import is_postgres, json_list, pg_driver, sqlite_driver, upsert
+from onehazel.storage.engine import (
+    is_postgres,
+    json_list,
+    pg_driver,
+    sqlite_block_sizes,
+    sqlite_driver,
+    upsert,
+)
 from onehazel.storage.records import EventRecord
 from onehazel.storage.tables import entities, events
 
@@ -148,11 +155,7 @@ _SQLITE_FINGERPRINTS = (
 
 def _sqlite_statement_sizes(count: int) -> Iterator[int]:
     """Rows per statement for ``count`` rows: blocks of ``_SQLITE_ROWS``, then powers of two."""
-    blocks, rest = divmod(count, _SQLITE_ROWS)
-    yield from itertools.repeat(_SQLITE_ROWS, blocks)
-    for bit in reversed(range(rest.bit_length())):
-        if rest >> bit & 1:
-            yield 1 << bit
+    return sqlite_block_sizes(count, _SQLITE_ROWS)
 
 
 async def _sqlite_insert(
@@ -181,7 +184,7 @@ async def _sqlite_insert(
     ordered = sorted(zip(itertools.repeat(workspace_id), *columns), key=_BY_ENTITY)
     values = list(itertools.chain.from_iterable(ordered))
     width = len(_NAMES) + 1
-    appended = rollups.sqlite_parameters(deltas) if deltas else []
+    appended = deltas or []
     if _sqlite_multirow:
         sizes = list(_sqlite_statement_sizes(len(rows.event_id)))
         added: int | None = await driver._execute(
@@ -194,12 +197,12 @@ async def _sqlite_insert(
         _sqlite_insert_rows(1), [values[n : n + width] for n in range(0, len(values), width)]
     )
     if cursor.rowcount == len(rows.event_id) and appended:
-        await driver.executemany(rollups.SQLITE_APPEND, appended)
+        await driver._execute(rollups.sqlite_append, driver._conn, appended)
     return int(cursor.rowcount)
 
 
 def _sqlite_insert_blocks(
-    conn: sqlite3.Connection, values: list[Any], sizes: list[int], width: int, appended: list[tuple[Any, ...]]
+    conn: sqlite3.Connection, values: list[Any], sizes: list[int], width: int, appended: list[rollups.Delta]
 ) -> int | None:
     """In the driver's thread: one multi-row INSERT per size, then the ``appended`` deltas
     if every row went in; rows added, or None when the first statement has more parameters
@@ -216,7 +219,7 @@ def _sqlite_insert_blocks(
             return None
         start = end
     if appended and added * width == len(values):
-        conn.executemany(rollups.SQLITE_APPEND, appended)
+        rollups.sqlite_append(conn, appended)
     return added
 
 
