@@ -485,18 +485,50 @@ async def test_jobs_checked_ahead_are_applied_against_the_data_at_their_turn(ser
 
 
 async def test_a_job_read_ahead_and_taken_by_another_worker_is_applied_once(services: Services) -> None:
-    ws = await tenant(services)
-    await services.entities.upsert(ws, {"externalId": "p-0", "type": "player"})
+    ws, elsewhere = await tenant(services), await tenant(services)
+    for tenant_ws in (ws, elsewhere):
+        await services.entities.upsert(tenant_ws, {"externalId": "p-0", "type": "player"})
     await accept(services, ws, "events", deposits(2))
+    older = await accept(services, elsewhere, "events", deposits(3))
     second = await accept(services, ws, "events", deposits(5))
     early, other = Worker(services), Worker(services)
-    assert await early.run_once()  # reads the second job ahead ...
+    assert await early.run_once()  # reads the workspace's second job ahead, claims the older job elsewhere
     assert early._ahead is not None
-    assert await other.run_once()  # ... which another worker claims and applies
-    assert not await early.run_once()  # nothing left: the look-ahead is dropped, not applied
+    assert early._ahead.job_id == second
+    assert await other.run_once()  # ... so another worker claims the second job and applies it
+    assert await early.run_once()  # the job it claimed; the look-ahead is dropped, not applied
+    assert not await early.run_once()
     assert early._ahead is None
     assert [o["status"] for o in await outcomes_of(services, ws, second)] == ["succeeded"] * 5
+    assert [o["status"] for o in await outcomes_of(services, elsewhere, older)] == ["succeeded"] * 3
     assert await count(services, events, ws) == 7
+    assert await count(services, events, elsewhere) == 3
+
+
+async def test_the_next_job_is_claimed_in_the_transaction_that_finishes_a_job(services: Services) -> None:
+    """A worker takes the next job's lease as it commits the last chunk of a job (no
+    transaction of its own for the claim); if it stops before starting that job, it gives
+    the lease back so another worker starts it at once instead of after the lease."""
+    ws = await tenant(services)
+    await services.entities.upsert(ws, {"externalId": "p-0", "type": "player"})
+    first = await accept(services, ws, "events", deposits(2))
+    second = await accept(services, ws, "events", deposits(3))
+    worker = Worker(services, lease_seconds=3600)
+    assert await worker.run_once()
+    done, held = await job_row(services, ws, first), await job_row(services, ws, second)
+    assert done.status == "completed"
+    assert (held.status, held.processed, held.lease_owner) == ("processing", 0, worker.owner)
+    assert held.started_at >= done.completed_at
+    assert await count(services, events, ws) == 2  # claimed, nothing of it applied yet
+
+    stop = asyncio.Event()
+    stop.set()
+    await worker.run(stop)  # stops at once: the claimed job is given back
+    released = await job_row(services, ws, second)
+    assert (released.status, released.processed, released.lease_owner) == ("processing", 0, None)
+    assert await Worker(services).run_once()
+    assert (await services.batch.get(ws, second))["succeeded"] == 3
+    assert await count(services, events, ws) == 5
 
 
 # --- rows built ahead vs item by item ------------------------------------------------------------

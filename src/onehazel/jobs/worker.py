@@ -3,9 +3,11 @@
 Each chunk is one transaction that (1) re-reads the job row under lock and
 checks this worker still holds the lease, (2) applies the chunk's items,
 (3) records their outcomes and (4) advances ``processed`` and renews the
-lease. Because the effects and the progress commit together, a crash at any
-moment loses at most the uncommitted chunk, which the next worker redoes from
-the committed index: nothing lost, nothing applied twice.
+lease; a job's last chunk also (5) claims the next runnable job, so the
+claim needs no transaction of its own. Because the effects and the progress
+commit together, a crash at any moment loses at most the uncommitted chunk,
+which the next worker redoes from the committed index: nothing lost, nothing
+applied twice (a job claimed and not started is resumed once its lease lapses).
 
 ``onehazel serve`` runs one worker in-process; ``onehazel worker`` runs any
 number alone. On shutdown the worker finishes the chunk in flight and gives
@@ -43,6 +45,7 @@ from onehazel.jobs.apply import (
 )
 from onehazel.services.container import Services
 from onehazel.storage.jobs import JobRecord
+from onehazel.storage.unit_of_work import UnitOfWork
 
 log = logging.getLogger("onehazel.worker")
 
@@ -113,6 +116,11 @@ class Worker:
         # freed by its look-ahead while the database works, instead of on the way to the next
         # claim; at the latest when the next job's first chunk commits, or the worker idles.
         self._spent: tuple[Any, ...] = ()
+        # The next job, claimed in the transaction that finished the previous one (a claim
+        # of its own costs a transaction: on SQLite a commit, and a turn of the one
+        # connection that HTTP requests wait for too). Processed by the next run_once;
+        # its lease is given back if the worker stops first.
+        self._held: JobRecord | None = None
 
     def _free_spent(self) -> None:
         self._spent = ()
@@ -134,6 +142,18 @@ class Worker:
                 self._free_spent()
                 await self._idle(stop)
         self._drop_ahead()
+        await self._release_held()
+
+    async def _release_held(self) -> None:
+        """Give back the lease of a job claimed but not started (the worker is stopping)."""
+        held, self._held = self._held, None
+        if held is None:
+            return
+        try:
+            async with self.core.store.begin() as uow:
+                await uow.jobs.release(held.workspace_id, held.id, owner=self.owner)
+        except Exception:  # its lease lapses on its own; another worker resumes it then
+            log.warning("giving back a claimed job failed", exc_info=True)
 
     def _drop_ahead(self) -> None:
         if self._ahead is not None:
@@ -156,17 +176,23 @@ class Worker:
                     await task
 
     async def run_once(self, stop: asyncio.Event | None = None) -> bool:
-        """Claim one runnable job and work on it; False when none was runnable."""
-        now = self.core.clock()
-        async with self.core.store.begin() as uow:
-            job = await uow.jobs.claim_next(
-                owner=self.owner, now=now, lease_until=now + self.lease, clock=self.core.clock
-            )
+        """Claim one runnable job and work on it; False when none was runnable. The job
+        claimed when the last one finished (``_held``) comes first."""
+        job, self._held = self._held, None
+        if job is None:
+            async with self.core.store.begin() as uow:
+                job = await self._claim(uow)
         if job is None:
             self._drop_ahead()  # what it read ahead was claimed elsewhere or is gone
             return False
         await self.process(job, stop or asyncio.Event())
         return True
+
+    async def _claim(self, uow: UnitOfWork) -> JobRecord | None:
+        now = self.core.clock()
+        return await uow.jobs.claim_next(
+            owner=self.owner, now=now, lease_until=now + self.lease, clock=self.core.clock
+        )
 
     async def process(self, job: JobRecord, stop: asyncio.Event) -> None:
         ws = Workspace(id=job.workspace_id, operator_id="", mode="", key_id="worker")
@@ -188,12 +214,18 @@ class Worker:
                 template = await self._template(ws)
                 fingerprints = await self.core.fingerprinter(ws)  # also before the transaction
                 prepared = await self._prepared(ahead, job, batch, start, template, fingerprints)
-                ahead = await self._look_ahead(ws, job, batch, start + size, template, fingerprints)
+                ahead = self._look_ahead(job, batch, start + size, template, fingerprints)
                 go = functools.partial(self._go_ahead, ahead)
+                claimed: JobRecord | None = None
                 async with self.core.store.begin() as uow:
                     current = await uow.jobs.get(ws.id, job.id, lock=True)
                     if current is None or current.status != "processing" or current.lease_owner != self.owner:
                         return  # the lease lapsed and another worker took over
+                    last = current.processed + size >= len(items) and job.kind == "events"
+                    if last and self._ahead is None and isinstance(template, Template):
+                        # The workspace's next job, read in this transaction (not one of its own)
+                        # and checked while this chunk is written.
+                        self._ahead = await Ahead.next_job(self, uow, ws, job, template, fingerprints)
                     chunk = items[current.processed : current.processed + size]
                     outcomes = await self._apply(
                         uow, ws, current, chunk, template, fingerprints, prepared, go, batch.reread
@@ -207,6 +239,9 @@ class Worker:
                             ws.id, job.id, start_index=current.processed, outcomes=outcomes
                         )
                     await uow.jobs.save_progress(updated)
+                    if updated.status != "processing" and not stop.is_set():
+                        claimed = await self._claim(uow)  # commits with this job's end
+                self._held = claimed
                 go()
                 self._free_spent()  # if no look-ahead freed them (none for this job), now
                 start = updated.processed
@@ -278,31 +313,27 @@ class Worker:
             reread=batch.reread,
         )
 
-    async def _look_ahead(
+    def _look_ahead(
         self,
-        ws: Workspace,
         job: JobRecord,
         batch: Items,
         start: int,
         template: Template | TemplateNotConfigured,
         fingerprints: Fingerprinter,
     ) -> Ahead | None:
-        """Start checking the next chunk (of this job, or of the workspace's next queued
-        job) while this one is written: CPU work that fills the database round trips."""
-        if isinstance(template, TemplateNotConfigured):
+        """Start checking this job's next chunk while this one is written: CPU work that
+        fills the database round trips. (The workspace's next job is read ahead in the
+        transaction of this job's last chunk: ``Ahead.next_job``.)"""
+        if isinstance(template, TemplateNotConfigured) or job.kind != "events" or start >= len(batch.items):
             return None
-        if job.kind == "events" and start < len(batch.items):
-            ahead = Ahead(job.id, start, batch)
+        ahead = Ahead(job.id, start, batch)
 
-            async def work() -> PreparedEvents | None:
-                await ahead.go.wait()
-                self._free_spent()
-                return await self._check(template, batch, start, fingerprints)
+        async def work() -> PreparedEvents | None:
+            await ahead.go.wait()
+            self._free_spent()
+            return await self._check(template, batch, start, fingerprints)
 
-            return ahead.running(work())
-        if self._ahead is None and job.kind == "events":
-            self._ahead = await Ahead.next_job(self, ws, job, template, fingerprints)
-        return None
+        return ahead.running(work())
 
     async def _template(self, ws: Workspace) -> Template | TemplateNotConfigured:
         """The template, read before the chunk's transaction opens.
@@ -477,23 +508,25 @@ class Ahead:
 
     @classmethod
     async def next_job(
-        cls, worker: Worker, ws: Workspace, job: JobRecord, template: Template, fingerprints: Fingerprinter
+        cls,
+        worker: Worker,
+        uow: UnitOfWork,
+        ws: Workspace,
+        job: JobRecord,
+        template: Template,
+        fingerprints: Fingerprinter,
     ) -> Ahead | None:
         """Read the workspace's next queued events job, if any, and start checking it.
 
-        The reads happen here, before the caller opens its chunk's transaction (with
-        SQLite's single connection they could not run during it); decrypting, parsing
-        and checking run in the task, beside the chunk's statements.
+        The reads run in ``uow``, the transaction of ``job``'s last chunk, before its
+        writes; decrypting, parsing and checking run in the task, beside the chunk's
+        statements. A job read here may still be claimed by another worker: its
+        look-ahead is then dropped (``_take_ahead``), never applied.
         """
-        try:
-            async with worker.core.store.begin() as uow:
-                queued = await uow.jobs.next_queued(ws.id, after_seq=job.seq)
-                if queued is None or queued[1] != "events":
-                    return None
-                blob = await uow.jobs.payload(ws.id, queued[0])
-        except Exception:  # only an optimisation: the job is read again in its turn
-            log.warning("reading the next job ahead failed", exc_info=True)
+        queued = await uow.jobs.next_queued(ws.id, after_seq=job.seq)
+        if queued is None or queued[1] != "events":
             return None
+        blob = await uow.jobs.payload(ws.id, queued[0])
         ahead = cls(queued[0], 0, None)
 
         async def work() -> PreparedEvents | None:
