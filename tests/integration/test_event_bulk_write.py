@@ -156,6 +156,23 @@ async def test_rows_already_stored_are_kept_and_not_reported(services: Services,
     )
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # SQLite's INSERT OR IGNORE: no PostgreSQL case
+@pytest.mark.parametrize("column", ["external_id", "data", "fingerprint", "ts"])
+async def test_sqlite_refuses_a_row_missing_a_required_value_instead_of_skipping_it(
+    services: Services, column: str
+) -> None:
+    """SQLite's bulk insert is INSERT OR IGNORE, which would silently skip a row with a NULL
+    where the table requires a value: such a row fails the whole chunk, and nothing is written."""
+    rng = random.Random(5)
+    ws = f"ws_bulk_{uuid.uuid4().hex[:12]}"
+    rows = random_rows(rng, 20, "n")
+    getattr(rows, column)[13] = None
+    with pytest.raises(ValueError, match="no value where the table requires one"):
+        async with services.core.store.begin() as uow:
+            await uow.events.insert_many(ws, rows)
+    assert await stored_rows(services, ws) == []
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])  # SQLite's own limit: no PostgreSQL case
 async def test_a_statement_over_sqlites_parameter_limit_falls_back_to_executemany(
     services: Services, monkeypatch: pytest.MonkeyPatch

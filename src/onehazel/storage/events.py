@@ -133,13 +133,21 @@ _BY_ENTITY = operator.itemgetter(2)
 _sqlite_multirow = sqlite3.sqlite_version_info >= (3, 32, 0)
 
 
+# OR IGNORE, not ON CONFLICT (workspace_id, event_id) DO NOTHING: both skip the same rows (the
+# primary key is the table's only unique constraint), but with an upsert clause any other failure
+# (NOT NULL) aborts the statement, so SQLite keeps a statement journal to undo half of one; past
+# 64 KB that journal is a temporary file. 100,000 events in 5000-row transactions, same rows and
+# statements otherwise: 529 MB written through write() against 250 MB, 62-71k rows/s against
+# 76-90k. OR IGNORE would skip a row with a NULL where none may be, so such rows (never built)
+# are refused before the insert (_sqlite_insert).
+_SQLITE_NOT_NULL = tuple(name for name in _NAMES if not events.c[name].nullable)
+
+
 @functools.lru_cache(maxsize=32)
 def _sqlite_insert_rows(count: int) -> str:
     row = f"({', '.join('?' * (len(_NAMES) + 1))})"
-    return (
-        f"INSERT INTO events (workspace_id, {', '.join(_NAMES)}) VALUES {', '.join([row] * count)}"
-        " ON CONFLICT (workspace_id, event_id) DO NOTHING"
-    )
+    values = ", ".join([row] * count)
+    return f"INSERT OR IGNORE INTO events (workspace_id, {', '.join(_NAMES)}) VALUES {values}"
 
 
 # Many ids as one JSON array parameter: no statement with thousands of placeholders.
@@ -181,6 +189,8 @@ async def _sqlite_insert(
     columns = rows.columns()
     if any(len(column) != len(rows.event_id) for column in columns):
         raise ValueError("the event columns differ in length")
+    if any(None in getattr(rows, name) for name in _SQLITE_NOT_NULL):
+        raise ValueError("an event row has no value where the table requires one")
     ordered = sorted(zip(itertools.repeat(workspace_id), *columns), key=_BY_ENTITY)
     values = list(itertools.chain.from_iterable(ordered))
     width = len(_NAMES) + 1
