@@ -286,14 +286,19 @@ async def prepare_events_async(
     clean: bool = False,
     rows: bool = True,
     reread: Callable[[int], Any] | None = None,
+    gate: asyncio.Event | None = None,
 ) -> PreparedEvents:
     """:func:`prepare_events` in slices, letting the event loop run between them (HTTP
-    requests, the database round trips of the chunk being written)."""
+    requests, the database round trips of the chunk being written). Between slices it
+    also waits while ``gate`` (if given) is closed."""
     prepared = PreparedEvents(template, fingerprints, start, len(items), clean, reread=reread)
     if not rows:  # e.g. a re-send, whose rows are stored already: not worth building
         prepared.rows = None
     for _ in _check_steps(prepared, items):
-        await asyncio.sleep(0)
+        if gate is not None and not gate.is_set():
+            await gate.wait()
+        else:
+            await asyncio.sleep(0)
     return prepared
 
 

@@ -230,6 +230,7 @@ class Worker:
                     outcomes = await self._apply(
                         uow, ws, current, chunk, template, fingerprints, prepared, go, batch.reread
                     )
+                    self._hold_ahead(ahead)  # the short statements up to the COMMIT go first
                     now = self.core.clock()
                     updated = advance(current, outcomes, now=now, lease_until=now + self.lease)
                     if job.kind == "events" and outcomes:
@@ -241,6 +242,7 @@ class Worker:
                     await uow.jobs.save_progress(updated)
                     if updated.status != "processing" and not stop.is_set():
                         claimed = await self._claim(uow)  # commits with this job's end
+                    go()  # the COMMIT (its log write and sync) runs beside the look-ahead
                 self._held = claimed
                 go()
                 self._free_spent()  # if no look-ahead freed them (none for this job), now
@@ -255,6 +257,15 @@ class Worker:
             if ahead is not None and ahead.job_id == job.id:
                 ahead.cancel()  # a chunk of this job that will not be applied by this call
             self._spent = (batch, prepared, outcomes)
+
+    def _hold_ahead(self, ahead: Ahead | None) -> None:
+        """Pause the look-aheads' checks between their slices: the chunk's statements after
+        its bulk write each wait for the event loop, which a running check holds for a slice
+        at a time (several slices per statement). Reopened by ``_go_ahead``, in every case
+        before the transaction ends (``process``)."""
+        for waiting in (ahead, self._ahead):
+            if waiting is not None:
+                waiting.go.clear()
 
     def _go_ahead(self, ahead: Ahead | None, replayed: bool | None = None) -> None:
         """Let the look-aheads start their CPU work: the chunk's bulk write has begun (its
@@ -298,10 +309,15 @@ class Worker:
         return await self._check(template, batch, start, fingerprints)
 
     async def _check(
-        self, template: Template, batch: Items, start: int, fingerprints: Fingerprinter
+        self,
+        template: Template,
+        batch: Items,
+        start: int,
+        fingerprints: Fingerprinter,
+        gate: asyncio.Event | None = None,
     ) -> PreparedEvents:
-        """Check the events chunk of ``batch`` at ``start`` (in slices, off any transaction);
-        rows are built unless the last chunk was a re-send."""
+        """Check the events chunk of ``batch`` at ``start`` (in slices, off any transaction,
+        pausing while ``gate`` is closed); rows are built unless the last chunk was a re-send."""
         chunk = batch.items[start : start + self.chunk_sizes["events"]]
         return await prepare_events_async(
             template,
@@ -311,6 +327,7 @@ class Worker:
             clean=batch.clean,
             rows=not self._replaying,
             reread=batch.reread,
+            gate=gate,
         )
 
     def _look_ahead(
@@ -331,7 +348,7 @@ class Worker:
         async def work() -> PreparedEvents | None:
             await ahead.go.wait()
             self._free_spent()
-            return await self._check(template, batch, start, fingerprints)
+            return await self._check(template, batch, start, fingerprints, ahead.go)
 
         return ahead.running(work())
 
@@ -500,7 +517,9 @@ class Ahead:
         self.task: asyncio.Future[Any] | None = None
         self.go = asyncio.Event()
         """Set when the current chunk's bulk write starts (or the chunk ends): the work waits
-        for it, so it does not hold up the chunk's short statements before that."""
+        for it, so it does not hold up the chunk's short statements before that. Cleared
+        again from the end of the bulk write to the COMMIT (``Worker._hold_ahead``): the
+        check pauses between slices meanwhile."""
 
     def running(self, work: Coroutine[Any, Any, PreparedEvents | None]) -> Ahead:
         self.task = asyncio.ensure_future(work)
@@ -534,7 +553,7 @@ class Ahead:
             await ahead.go.wait()
             worker._free_spent()
             ahead.items = batch = parse_items(raw, "events")
-            return await worker._check(template, batch, 0, fingerprints)
+            return await worker._check(template, batch, 0, fingerprints, ahead.go)
 
         return ahead.running(work())
 
