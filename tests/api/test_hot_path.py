@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from onehazel.services.container import Services
 from tests.conftest import Api
 
 DEPOSIT = {"type": "deposit", "amount": "12345678901234567890.12", "currency": "EUR"}
@@ -146,3 +147,21 @@ async def test_hot_path_writes_are_counted_under_the_route_template(api: Api) ->
     route = "/operator-data-api/entities/{externalId}/events"
     assert f'onehazel_http_requests_total{{method="POST",route="{route}",status="201"}}' in metrics
     assert 'onehazel_ingested_items_total{kind="events"}' in metrics
+
+
+async def test_an_unexpected_error_is_the_contracts_500_on_both_paths(
+    api: Api, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hot path runs in front of FastAPI's own error layer: its own guard must give the
+    same 500 body as the route's (no text page, no detail of the failure)."""
+    await twins(api, "p")
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom: player@example.com")
+
+    monkeypatch.setattr(services.events, "record", broken)
+    hot, route = await both(api, post_event("p", {"type": "session"}))
+    assert hot == route
+    assert hot["status"] == 500
+    assert hot["body"]["error"]["code"] == "internal_error"
+    assert "example.com" not in str(hot)
