@@ -244,7 +244,6 @@ class Worker:
                         claimed = await self._claim(uow)  # commits with this job's end
                     go()  # the COMMIT (its log write and sync) runs beside the look-ahead
                 self._held = claimed
-                go()
                 self._free_spent()  # if no look-ahead freed them (none for this job), now
                 start = updated.processed
                 if updated.status != "processing":
