@@ -12,8 +12,9 @@ from __future__ import annotations
 import decimal
 import itertools
 import re
-from collections.abc import Iterator, Sequence
-from typing import Any
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import orjson
 import sqlalchemy as sa
@@ -22,6 +23,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 from sqlalchemy.util import await_
+
+T = TypeVar("T")
 
 
 class DatabaseUrlError(ValueError):
@@ -146,8 +149,22 @@ class DecimalSum:
 def register_sqlite_functions(dbapi_conn: Any) -> None:
     """Register the analytics functions on a new SQLite connection (in its driver thread)."""
     dbapi_conn.create_function("onehazel_is_decimal", 1, is_decimal_text, deterministic=True)
-    driver = dbapi_conn.driver_connection
-    await_(driver._execute(driver._conn.create_aggregate, "decimal_sum", 1, DecimalSum))
+    await_(in_sqlite_thread(dbapi_conn.driver_connection, _create_aggregate, "decimal_sum", 1, DecimalSum))
+
+
+def _create_aggregate(conn: sqlite3.Connection, name: str, arity: int, aggregate: Any) -> None:
+    conn.create_aggregate(name, arity, aggregate)
+
+
+async def in_sqlite_thread(driver: Any, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(sqlite3_connection, *args)`` run in the aiosqlite connection's own thread, in one
+    trip: several statements, or one multi-row statement, without a hand-off per row.
+
+    aiosqlite has no public call for this; ``Connection._execute`` and ``_conn`` are the ones
+    it uses itself (present from 0.20 to 0.22), so pyproject.toml bounds aiosqlite below 0.23
+    and this is the only place that touches them."""
+    result: T = await driver._execute(fn, driver._conn, *args)
+    return result
 
 
 def is_postgres(conn: AsyncConnection) -> bool:

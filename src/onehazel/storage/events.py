@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from onehazel.storage import rollups
 from onehazel.storage.engine import (
+    in_sqlite_thread,
     is_postgres,
     json_list,
     pg_driver,
@@ -197,9 +198,7 @@ async def _sqlite_insert(
     appended = deltas or []
     if _sqlite_multirow:
         sizes = list(_sqlite_statement_sizes(len(rows.event_id)))
-        added: int | None = await driver._execute(
-            _sqlite_insert_blocks, driver._conn, values, sizes, width, appended
-        )
+        added = await in_sqlite_thread(driver, _sqlite_insert_blocks, values, sizes, width, appended)
         if added is not None:
             return added
         _sqlite_multirow = False  # this SQLite was built with a lower limit
@@ -207,7 +206,7 @@ async def _sqlite_insert(
         _sqlite_insert_rows(1), [values[n : n + width] for n in range(0, len(values), width)]
     )
     if cursor.rowcount == len(rows.event_id) and appended:
-        await driver._execute(rollups.sqlite_append, driver._conn, appended)
+        await in_sqlite_thread(driver, rollups.sqlite_append, appended)
     return int(cursor.rowcount)
 
 

@@ -52,7 +52,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from onehazel.storage.engine import DECIMAL_CONTEXT, is_postgres, json_list, sqlite_block_sizes, sqlite_driver
+from onehazel.storage.engine import (
+    DECIMAL_CONTEXT,
+    in_sqlite_thread,
+    is_postgres,
+    json_list,
+    sqlite_block_sizes,
+    sqlite_driver,
+)
 
 HOUR = 3_600 * 1_000_000
 DAY = 24 * HOUR
@@ -297,7 +304,7 @@ async def append(conn: AsyncConnection, rows: Sequence[Delta]) -> None:
         await driver.execute(_PG_APPEND, *delta_columns(rows))
         return
     driver = await sqlite_driver(conn)
-    await driver._execute(sqlite_append, driver._conn, rows)
+    await in_sqlite_thread(driver, sqlite_append, rows)
 
 
 # SQLite: the deltas go in multi-row INSERT .. VALUES statements of up to _SQLITE_APPEND_ROWS
