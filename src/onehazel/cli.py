@@ -552,7 +552,10 @@ async def _write_export(stream: ExportStream, output: Path | None) -> None:
         return
     partial = output.with_name(output.name + ".partial")
     try:
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds PII
+        # It holds PII: a new file only this user reads. A stale .partial (or a link planted
+        # in its place) is removed, never written through.
+        partial.unlink(missing_ok=True)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     except OSError as exc:
         raise CliError(f"cannot write {output}: {exc.strerror}") from None
     try:

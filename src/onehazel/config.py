@@ -9,6 +9,7 @@ the database; a PostgreSQL server must be given its master key
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,9 +90,18 @@ class Config:
         return _non_negative(self.env, "ONEHAZEL_ANALYTICS_COMPACT_SECONDS", 10.0)
 
     def prepare_sqlite_dir(self) -> None:
+        """Create the SQLite database's directory (0700) and an empty database file (0600)
+        when they do not exist yet: SQLite would create the file world-readable (0644
+        under the usual umask), and gives its -wal and -shm files the database file's
+        permissions. Existing files keep the permissions they have."""
         path = self.sqlite_path
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        if path is None:
+            return
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.name == ":memory:" or "?" in path.name:
+            return  # not a plain file path: SQLite's own business
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _number(env: dict[str, str], name: str, default: float) -> float:

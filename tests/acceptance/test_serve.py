@@ -288,7 +288,10 @@ def test_embedded_default_serves_with_no_configuration(
 
     data = tmp_path / "onehazel-data"
     assert (data / "onehazel.db").is_file()
-    assert (data / "master.key").stat().st_mode & 0o777 == 0o600
+    # Only this user can read what the server keeps: the key, the database and its log files.
+    assert data.stat().st_mode & 0o777 == 0o700
+    for name in ("master.key", "onehazel.db", "onehazel.db-wal", "onehazel.db-shm"):
+        assert (data / name).stat().st_mode & 0o777 == 0o600, name
     keys = server.keys()
     assert set(keys) == {"live", "test"}, server.stdout
     assert keys["live"].startswith("oh_live_")

@@ -106,6 +106,27 @@ async def test_export_to_a_file_equals_the_api_export(
     assert str(target) in out
 
 
+async def test_a_stale_partial_file_or_link_is_replaced_not_written_through(
+    api: Api, services: Services, operator: CreatedOperator, cli: Cli, tmp_path: Path
+) -> None:
+    await subject(api, services)
+    workspace_id = await workspace_of(cli, operator)
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("not yours\n")
+    elsewhere.chmod(0o644)
+    target = tmp_path / "out" / "p-1.ndjson"
+    target.parent.mkdir()
+    (target.parent / "p-1.ndjson.partial").symlink_to(elsewhere)  # e.g. planted in a shared directory
+
+    ok(await run(cli, "export", "p-1", "--workspace", workspace_id, "--output", str(target)))
+
+    assert elsewhere.read_text() == "not yours\n"  # the PII did not go where the link pointed
+    assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o644
+    assert lines_of(target.read_bytes()) == await api_export(api)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert sorted(p.name for p in target.parent.iterdir()) == ["p-1.ndjson"]
+
+
 async def test_export_to_stdout_by_operator_and_mode(
     api: Api, services: Services, operator: CreatedOperator, cli: Cli
 ) -> None:
