@@ -702,6 +702,9 @@ async def test_idempotency_key_replay_returns_the_same_job(api: Api, services: S
     await drain(services)
     after = await api.post("/batch/events", json=batch, headers=headers)
     assert after.json()["jobId"] == first.json()["jobId"]
+    assert after.json()["status"] == "completed"  # the job as it is now, as OpenAPI documents
+    accepted = (await api.get("/openapi.json")).json()["components"]["schemas"]["BatchAccepted"]
+    assert "completed" in accepted["properties"]["status"]["enum"]
     zipped = await api.post(
         "/batch/events",
         content=gzip.compress(first.request.content),

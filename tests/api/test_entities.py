@@ -422,6 +422,30 @@ async def test_delete_unknown_is_404(api: Api) -> None:
     error_of(await api.delete("/entities/nobody"), 404, "entity_not_found")
 
 
+async def test_a_dry_run_delete_answers_the_outcome_and_deletes_nothing(api: Api) -> None:
+    created = await create(api, "p-1", email="a@example.com")
+    dry = {"dryRun": "true"}
+
+    live = await api.delete("/entities/p-1", params=dry)
+    assert live.status_code == 200, live.text
+    assert live.json() == {"results": [{"index": 0, "status": "succeeded", "externalId": "p-1"}]}
+    kept = await api.get("/entities/p-1")
+    assert kept.status_code == 200  # still there, unchanged
+    assert kept.json() == {**created, "attributes": {"email": "a@example.com"}}
+    assert [e["externalId"] for e in await list_all(api)] == ["p-1"]
+
+    unknown = (await api.delete("/entities/nobody", params=dry)).json()["results"]
+    assert [(r["status"], r["externalId"], r["error"]["code"]) for r in unknown] == [
+        ("failed", "nobody", "entity_not_found")
+    ]
+
+    deleted = (await api.delete("/entities/p-1")).json()
+    again = await api.delete("/entities/p-1", params=dry)  # deleting again is idempotent: succeeds
+    assert again.json()["results"][0]["status"] == "succeeded"
+    assert (await api.delete("/entities/p-1")).json() == deleted  # the dry run changed no time
+    error_of(await api.get("/entities/p-1"), 410, "entity_deleted")
+
+
 # --- identifiers --------------------------------------------------------------------------------
 
 

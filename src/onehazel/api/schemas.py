@@ -248,7 +248,10 @@ class StateBatchIn(_Wire):
 
 class BatchAccepted(_Wire):
     jobId: str
-    status: Literal["queued"]
+    status: Literal["queued", "processing", "completed", "failed"] = Field(
+        description="queued for a new job; a replay (same Idempotency-Key and body) gives the job's"
+        " current status"
+    )
     total: int
 
 

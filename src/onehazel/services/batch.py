@@ -22,13 +22,14 @@ from onehazel.domain.cursors import decode_cursor, encode_cursor
 from onehazel.domain.errors import (
     BatchTooLarge,
     Detail,
+    EntityNotFound,
     IdempotencyConflict,
     JobNotFound,
     ValidationFailed,
 )
 from onehazel.domain.values import format_timestamp
 from onehazel.domain.workspace import Workspace
-from onehazel.jobs.apply import CHUNK_SIZE, apply_chunk
+from onehazel.jobs.apply import CHUNK_SIZE, apply_chunk, failure, success
 from onehazel.services.ids import new_id
 from onehazel.storage.jobs import JobRecord
 
@@ -186,6 +187,17 @@ class BatchService:
                     fingerprints=fingerprints,
                 )
         return {"results": results}
+
+    async def dry_run_delete(self, ws: Workspace, external_id: str) -> dict[str, Any]:
+        """The outcome ``DELETE /entities/{externalId}`` would have, nothing changed: it
+        succeeds for a live or already deleted entity (the delete is idempotent), and fails
+        with ``entity_not_found`` for an externalId never created (or purged, then unused)."""
+        async with self.core.store.rehearse() as uow:
+            record = await uow.entities.get(ws.id, external_id)
+        if record is None:
+            missing = EntityNotFound("no entity with this externalId in this workspace")
+            return {"results": [failure(0, {"externalId": external_id}, missing)]}
+        return {"results": [success(0, external_id)]}
 
 
 def _matches(outcome: dict[str, Any], status: str | None) -> bool:

@@ -82,8 +82,18 @@ async def get_entity(services: ServicesDep, ws: WorkspaceDep, external_id: Exter
 @router.delete(
     "/entities/{externalId}",
     response_model=None,
-    responses={200: {"model": DeletedOut}, **errors(404, 422)},
+    responses={
+        200: {
+            "model": DeletedOut | DryRunResults,
+            "description": "Deleted (or deleted already); with dryRun=true the outcome, nothing changed",
+        },
+        **errors(404, 422),
+    },
 )
-async def delete_entity(services: ServicesDep, ws: WorkspaceDep, external_id: ExternalIdDep) -> Json:
+async def delete_entity(
+    services: ServicesDep, ws: WorkspaceDep, external_id: ExternalIdDep, dry_run: DryRun = False
+) -> Json:
     """Soft-delete an entity (idempotent); it is erased for good after deletedEntitiesDays."""
+    if dry_run:
+        return Json(await services.batch.dry_run_delete(ws, external_id))
     return Json(await services.entities.delete(ws, external_id))
