@@ -84,6 +84,8 @@ def test_leap_second_is_accepted_as_the_last_second_of_the_minute() -> None:
         pytest.param("", id="empty"),
         pytest.param("yesterday", id="words"),
         pytest.param("2026-11-27T10:00:00 UTC", id="named-zone"),
+        pytest.param("\u0662\u0660\u0662\u0666-11-27T10:00:00Z", id="arabic-indic-digits"),
+        pytest.param("2026-11-27T10:00:00+\uff10\uff12:00", id="fullwidth-digits"),
     ],
 )
 def test_invalid_timestamps(text: str) -> None:
@@ -298,6 +300,9 @@ def test_decimal_canonical_text(raw: object, expected: str) -> None:
         "0x10",
         "--1",
         "1" * 41,
+        "\u0661\u0660",  # Arabic-Indic "10": Python's Decimal reads it, money must not
+        "\uff11.5",  # fullwidth 1
+        "1.\u0665",
         [1],
         {"amount": 1},
     ],
@@ -337,6 +342,10 @@ def test_valid_identifiers(text: str) -> None:
         pytest.param("a\ud800b", id="lone-surrogate"),
         pytest.param("a\uffffb", id="non-character-ffff"),
         pytest.param("a\ufffeb", id="non-character-fffe"),
+        pytest.param("a\ufdd0b", id="non-character-fdd0"),
+        pytest.param("a\ufdefb", id="non-character-fdef"),
+        pytest.param("a\U0001fffeb", id="non-character-1fffe"),
+        pytest.param("\U0010ffff", id="non-character-10ffff"),
     ],
 )
 def test_invalid_identifiers(text: str) -> None:

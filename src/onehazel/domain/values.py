@@ -19,13 +19,16 @@ MAX_ID_LENGTH = 256
 MAX_DEPTH = 32
 MAX_DECIMAL_DIGITS = 40
 
-# RFC 3339 date-time with a mandatory offset ("Z" or +hh:mm).
+# RFC 3339 date-time with a mandatory offset ("Z" or +hh:mm), in ASCII digits.
 _TIMESTAMP = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$", re.ASCII
 )
-_DECIMAL_STRING = re.compile(r"^[+-]?(\d+)(\.(\d+))?$")
+_DECIMAL_STRING = re.compile(r"^[+-]?([0-9]+)(\.([0-9]+))?$")  # ASCII digits: "١٠" is not money
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ID_FORBIDDEN = "\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff"  # control, surrogate, non-characters
+# Control characters, surrogates and the 66 non-characters (U+FDD0-U+FDEF, the last two of every plane).
+_ID_FORBIDDEN = "\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef" + "".join(
+    chr(plane << 16 | last) for plane in range(17) for last in (0xFFFE, 0xFFFF)
+)
 _BAD_ID_CHAR = re.compile(f"[{_ID_FORBIDDEN}]")
 # What check_identifier accepts, as one pattern for fullmatch (validation's fast path).
 VALID_IDENTIFIER = re.compile(f"[^{_ID_FORBIDDEN}]{{1,{MAX_ID_LENGTH}}}")
