@@ -91,6 +91,12 @@ async def test_client_request_id_is_echoed(api: Api) -> None:
     assert bad.json()["error"]["requestId"] == "trace-42"
 
 
+async def test_client_request_ids_from_tracing_systems_are_echoed(api: Api) -> None:
+    for incoming in ("trace/123", "a.b_c~d", "span=7+8@host:1", "x" * 128):
+        response = await api.get("/settings", headers={"X-Request-Id": incoming})
+        assert response.headers["x-request-id"] == incoming
+
+
 async def test_unsafe_client_request_id_is_replaced(api: Api) -> None:
     response = await api.get("/settings", headers={"X-Request-Id": "bad id <script>"})
     assert response.headers["x-request-id"] != "bad id <script>"
@@ -403,6 +409,44 @@ async def test_wrong_method_is_405(api: Api, method: str, path: str) -> None:
     error = error_of(response, 405, "method_not_allowed")
     assert method in error["message"]
     assert response.headers.get("allow")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PATCH", "/entities", "GET, HEAD, POST"),
+        ("PATCH", "/entities/p-1", "GET, HEAD, DELETE"),
+        ("POST", "/settings", "GET, HEAD, PUT"),
+        ("DELETE", "/entities/p-1/state/balance", "GET, HEAD, PUT"),
+        ("GET", "/batch/events", "POST"),
+        ("HEAD", "/batch/events", "POST"),
+    ],
+)
+async def test_a_405_allows_every_method_the_path_takes(api: Api, method: str, path: str, allow: str) -> None:
+    response = await api.request(method, path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow
+    if method != "HEAD":
+        assert f"{method} is not allowed" in response.json()["error"]["message"]
+
+
+async def test_head_answers_like_get_without_a_body(api: Api) -> None:
+    assert (await api.put("/settings", json={"templateId": "tpl_igaming"})).status_code == 200
+    created = await api.post("/entities", json={"externalId": "p-1", "type": "player", "attributes": {}})
+    assert created.status_code == 201
+    for path in ("/entities/p-1", "/healthz", "/entities/ghost"):
+        got, head = await api.get(path), await api.request("HEAD", path)
+        assert head.status_code == got.status_code, path
+        assert head.content == b""
+        assert head.headers["content-type"] == got.headers["content-type"]
+        assert head.headers["content-length"] == got.headers["content-length"]
+
+
+@pytest.mark.parametrize("path", ["/entities/", "/settings/", "/entities/p-1/"])
+async def test_a_trailing_slash_is_not_redirected(api: Api, path: str) -> None:
+    response = await api.get(path, headers={"Host": "evil.example"})
+    error_of(response, 404, "not_found")
+    assert "location" not in response.headers
 
 
 # --- numbers ------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from pydantic.json_schema import models_json_schema
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onehazel import __version__
 from onehazel.api import errors
@@ -33,7 +33,13 @@ and the latest states, checked against a data template (`tpl_igaming`).
 * Money (`decimal` fields) is accepted as a JSON number or a string and always returned as an
   exact decimal string.
 * Fields the template marks PII are encrypted at rest and decrypted only on single-entity reads.
-* Bodies: JSON (UTF-8), optionally `Content-Encoding: gzip`; at most 1 MiB after inflation.
+* Bodies: JSON (UTF-8), optionally `Content-Encoding: gzip`; at most 1 MiB after inflation
+  (16 MiB for a batch).
+* A path that names no operation is `404 not_found` (a trailing slash is not redirected: it
+  names no operation); a method the path does not take is `405 method_not_allowed`, with
+  `Allow` listing every method it takes. `HEAD` is answered wherever `GET` is, without a body.
+* `X-Request-Id`: a client-sent id of 1-128 characters from `A-Z a-z 0-9 - _ . : / = + ~ @`
+  is echoed (and logged); any other is replaced by a generated `req_...` id.
 * Per item (single or batch): an event's `data`, an entity's `attributes` (also once merged
   with the stored ones) and a state's `value` each hold at most 32 KiB of compact JSON
   (detail code `too_large`), `data` and `attributes` at most 100 top-level fields
@@ -57,10 +63,24 @@ class _App(FastAPI):
     entry: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            # HEAD wherever GET: the GET's status and headers, no body (FastAPI routes take
+            # only the methods they declare).
+            scope = {**scope, "method": "GET", errors.ASKED_METHOD: "HEAD"}
+            send = _without_body(send)
         if self.entry is None:
             await super().__call__(scope, receive, send)
         else:
             await self.entry(scope, receive, send)
+
+
+def _without_body(send: Send) -> Send:
+    async def send_head(message: Message) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            message = {**message, "body": b""}
+        await send(message)
+
+    return send_head
 
 
 def create_app(
@@ -89,6 +109,7 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         redoc_url=None,
+        redirect_slashes=False,  # a 307 to a Location built from the Host header: a 404 instead
         # FastAPI's own OpenTelemetry hooks (0.16x) look providers up in the environment on
         # every request, ~12% of a single write's CPU, for providers nobody configured:
         # off. Prometheus /metrics and the JSON request log are this server's telemetry.

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from onehazel.api.responses import Json
 from onehazel.domain.errors import (
@@ -23,6 +24,9 @@ from onehazel.domain.errors import (
     NotFound,
     ValidationFailed,
 )
+
+# Scope key: the method the client sent, when the app answers it as another (HEAD as GET).
+ASKED_METHOD = "onehazel.asked_method"
 
 
 def request_id_of(request: Request) -> str:
@@ -65,8 +69,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Json:
         if exc.status_code == 405:
-            error: ApiError = MethodNotAllowed(f"{request.method} is not allowed on this path")
-            allow = (exc.headers or {}).get("Allow")
+            method = request.scope.get(ASKED_METHOD, request.method)
+            error: ApiError = MethodNotAllowed(f"{method} is not allowed on this path")
+            allow = _allowed_methods(request)
             if allow:
                 error.headers["Allow"] = allow
         elif exc.status_code == 404:
@@ -74,6 +79,22 @@ def install(app: FastAPI) -> None:
         else:
             error = _generic(exc.status_code, str(exc.detail))
         return render(error, request_id_of(request))
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route takes on this path (Starlette's 405 names only the first
+    route's), HEAD beside GET (``app._App``)."""
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    if "GET" in allowed:
+        allowed.insert(1, "HEAD")
+    return ", ".join(allowed)
+
+
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 def _generic(status: int, message: str) -> ApiError:

@@ -30,7 +30,7 @@ from onehazel.services.ids import random_hex
 SLASH = "\uffff"
 # Scope key under which the auth dependency leaves the RateLimit headers for this middleware.
 RATE_LIMIT_HEADERS = "onehazel.rate_limit_headers"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/=+~@-]{1,128}")  # safe to echo and to log
 
 log = logging.getLogger("onehazel")
 
@@ -172,7 +172,7 @@ class Observability:
         _decode_path(scope)
         headers = scope.get("headers", [])
         incoming = next((v for k, v in headers if k == b"x-request-id"), b"").decode("latin-1")
-        request_id = incoming if _REQUEST_ID.match(incoming) else "req_" + random_hex(12)
+        request_id = incoming if _REQUEST_ID.fullmatch(incoming) else "req_" + random_hex(12)
         scope["request_id"] = request_id
         started = time.perf_counter()
         state = {"status": 0}
