@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from onehazel.jobs.apply import CHUNK_SIZE
 from onehazel.jobs.worker import Worker
 from onehazel.services.auth import CreatedOperator
+from onehazel.services.batch import MAX_BATCH_VALUES
 from onehazel.services.container import Services
 from onehazel.storage.tables import entities, events, job_chunks, jobs, states
 from tests.conftest import Api
@@ -238,6 +239,46 @@ async def test_over_the_item_limit_is_413(api: Api, services: Services, kind: st
     dry = await api.post(f"/batch/{kind}", json={kind: [{}] * (limit + 1)}, params={"dryRun": "true"})
     error_of(dry, 413, "batch_too_large")
     assert await count(services, jobs, ws_id) == 0
+
+
+async def test_a_batch_of_too_many_json_values_is_413_before_anything_is_parsed(
+    api: Api, services: Services
+) -> None:
+    ws_id = await workspace_id(services, api)
+    await entity(api, "p-1")
+    # One item: a list of a million small objects (~3 MB), ~150 MB once parsed.
+    item = b'{"externalId":"p-1","type":"support","data":{"x":[' + b",".join([b"{}"] * MAX_BATCH_VALUES)
+    bomb = b'{"events":[' + item + b"]}}]}"
+    for params in ({}, {"dryRun": "true"}):
+        response = await api.post("/batch/events", content=bomb, params=params)
+        error = error_of(response, 413, "batch_too_large")
+        assert f"{MAX_BATCH_VALUES:,} JSON values" in error["message"]
+    assert await count(services, jobs, ws_id) == 0
+    # Commas and brackets inside strings are text, not values: a batch of such text passes.
+    wordy = [{"externalId": "p-1", "type": "support", "data": {"topic": "a, [b], {c}, " * 2000}}] * 60
+    job, outcomes = await run(api, services, "events", wordy)
+    assert job["succeeded"] == 60, job
+
+
+async def test_an_item_nested_past_what_parsers_usually_read_fails_alone(
+    api: Api, services: Services
+) -> None:
+    await entity(api, "p-1")
+    deep = {"externalId": "p-1", "type": "support", "eventId": "e-2", "data": {"topic": "deep", "x": []}}
+    body = json.dumps({"events": [{**deep, "eventId": "e-1", "data": {"topic": "ok"}}, deep]}).encode()
+    body = body.replace(b'"x": []', b'"x": ' + b"[" * 1000 + b"]" * 1000)  # 1000 levels: JSON allows it
+
+    dry = await api.post("/batch/events", content=body, params={"dryRun": "true"})
+    assert dry.status_code == 200, dry.text
+    response = await api.post("/batch/events", content=body)
+    assert response.status_code == 202, response.text
+    await drain(services)
+    job = await job_of(api, response.json()["jobId"])
+    assert (job["status"], job["succeeded"], job["failed"]) == ("completed", 1, 1), job
+    outcomes = await all_items(api, response.json()["jobId"])
+    assert outcomes == dry.json()["results"]
+    assert outcomes[1]["error"]["code"] == "invalid_json_value"
+    assert "nested deeper than" in outcomes[1]["error"]["message"]
 
 
 @pytest.mark.parametrize("kind", ["entities", "events", "states"])

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from onehazel.domain.errors import InvalidJson
-from onehazel.domain.json_text import envelope, parse_exact, parse_json, shape_of
+from onehazel.domain.json_text import envelope, parse_exact, parse_json, shape_of, values_over
 
 _scalars = st.one_of(
     st.none(),
@@ -171,3 +171,27 @@ def test_envelope_refuses_what_parse_json_refuses_with_its_message(raw: bytes) -
     with pytest.raises(InvalidJson) as reference:
         parse_json(raw)
     assert str(refused.value) == str(reference.value)
+
+
+def _values(value: Any) -> tuple[int, int]:
+    """(JSON values in ``value``, itself included; its empty arrays and objects)."""
+    if isinstance(value, dict | list):
+        children = list(value.values()) if isinstance(value, dict) else value
+        counts = [_values(child) for child in children]
+        return 1 + sum(c[0] for c in counts), (not children) + sum(c[1] for c in counts)
+    return 1, 0
+
+
+@settings(max_examples=400, deadline=None)
+@given(_documents, st.booleans(), st.booleans())
+def test_values_over_never_undercounts_and_is_exact_without_empty_containers(
+    value: Any, ensure_ascii: bool, indent: bool
+) -> None:
+    text = json.dumps(value, ensure_ascii=ensure_ascii, default=str, indent=1 if indent else None)
+    raw = text.encode("utf-8", errors="surrogatepass")
+    values, empty = _values(value)
+    # every limit takes both paths: the byte counts alone, then the count without strings
+    assert values_over(raw, values - 1)
+    assert not values_over(raw, values + empty)
+    if empty == 0:
+        assert not values_over(raw, values)

@@ -34,7 +34,8 @@ and the latest states, checked against a data template (`tpl_igaming`).
   exact decimal string.
 * Fields the template marks PII are encrypted at rest and decrypted only on single-entity reads.
 * Bodies: JSON (UTF-8), optionally `Content-Encoding: gzip`; at most 1 MiB after inflation
-  (16 MiB for a batch).
+  (16 MiB for a batch, which also holds at most 1,000,000 JSON values, nested ones included:
+  over either is a 413).
 * A path that names no operation is `404 not_found` (a trailing slash is not redirected: it
   names no operation); a method the path does not take is `405 method_not_allowed`, with
   `Allow` listing every method it takes. `HEAD` is answered wherever `GET` is, without a body.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import decimal
 import json
 import re
+import sys
 from decimal import Decimal
 from typing import Any
 
@@ -29,6 +30,35 @@ def strings_are_clean(raw: bytes) -> bool:
     """True when no string in the JSON document ``raw`` can hold NUL or a lone
     surrogate, so validation may skip searching every string for them."""
     return b"\\u" not in raw or _RISKY_ESCAPE.search(raw) is None
+
+
+# simdjson (``envelope``) and orjson read documents nested up to 1024 levels; json.loads
+# (``parse_json``) stops at the interpreter's recursion limit (1000 less the caller's own
+# depth). A batch accepted by the first is read again by the second when its job runs, so
+# the limit is raised once, for the process, to 2000: an item nested 1000 levels deep then
+# fails alone (too deep for an item), instead of its whole job failing as unreadable.
+# Deeper documents are still refused (400 invalid_json), by all three.
+_RECURSION_LIMIT = 2000
+if sys.getrecursionlimit() < _RECURSION_LIMIT:
+    sys.setrecursionlimit(_RECURSION_LIMIT)
+
+# A JSON string (the document is known valid): what it holds is no structure.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def values_over(raw: bytes, limit: int) -> bool:
+    """Does the valid JSON document ``raw`` hold more than ``limit`` values (array elements
+    and member values, at any depth, plus the document)?
+
+    Counted as commas + opening brackets + 1, an upper bound that is exact unless a
+    container is empty. Three byte counts answer it for the usual document; only past the
+    limit are the strings (whose commas and brackets are text) taken out and it is
+    counted again."""
+
+    def bound(text: bytes) -> int:
+        return text.count(b",") + text.count(b"[") + text.count(b"{") + 1
+
+    return bound(raw) > limit and bound(_JSON_STRING.sub(b"", raw)) > limit
 
 
 def _reject_constant(name: str) -> Any:

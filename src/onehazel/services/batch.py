@@ -27,6 +27,7 @@ from onehazel.domain.errors import (
     JobNotFound,
     ValidationFailed,
 )
+from onehazel.domain.json_text import values_over
 from onehazel.domain.values import format_timestamp
 from onehazel.domain.workspace import Workspace
 from onehazel.jobs.apply import CHUNK_SIZE, apply_chunk, failure, success
@@ -37,12 +38,16 @@ if TYPE_CHECKING:
     from onehazel.services.container import Services
 
 MAX_ITEMS = {"entities": 1000, "events": 5000, "states": 1000}
+# JSON values a batch body may hold, nested ones included: 200 an item for the largest
+# batch (an item has at most 100 top-level fields). 16 MiB of "{}," is 5.6 million objects,
+# ~1 GB once parsed, and seconds of the event loop; this many are ~150 MB at worst.
+MAX_BATCH_VALUES = 1_000_000
 ITEM_STATUSES = ("succeeded", "failed", "duplicate", "warning")
 
 
-def batch_total(kind: str, shape: Mapping[str, int | None] | None) -> int:
-    """The item count of a batch body, from its shape (``json_text.envelope``: each
-    member's array length), or 422 / 413 when the envelope is wrong."""
+def batch_total(kind: str, shape: Mapping[str, int | None] | None, raw: bytes) -> int:
+    """The item count of a batch body ``raw``, from its shape (``json_text.envelope``: each
+    member's array length), or 422 / 413 when the envelope is wrong or the batch too large."""
     total = shape.get(kind) if shape is not None else None
     if shape is None or total is None:
         raise ValidationFailed.of(
@@ -53,6 +58,11 @@ def batch_total(kind: str, shape: Mapping[str, int | None] | None) -> int:
         raise ValidationFailed.of([Detail(extra[0], "unknown_field", f"{extra[0]}: is not a batch member")])
     if total > MAX_ITEMS[kind]:
         raise BatchTooLarge(f"a {kind} batch holds at most {MAX_ITEMS[kind]} items; got {total}")
+    if values_over(raw, MAX_BATCH_VALUES):
+        raise BatchTooLarge(
+            f"a batch holds at most {MAX_BATCH_VALUES:,} JSON values (nested ones included);"
+            " send fewer or smaller items"
+        )
     return total
 
 

@@ -47,7 +47,7 @@ async def _submit(
     request: Request, services: ServicesDep, ws: WorkspaceDep, kind: str, dry_run: bool, key: str | None
 ) -> Json:
     raw, shape = await read_json_raw(request, limit=BATCH_LIMIT, check_values=False)
-    total = batch_total(kind, shape)
+    total = batch_total(kind, shape, raw)
     if dry_run:  # only the envelope's shape was read: read the items, exactly
         return Json(await services.batch.dry_run(ws, kind=kind, items=parse_json(raw)[kind]))
     if key is not None:
