@@ -776,6 +776,39 @@ async def test_a_copy_taken_before_the_purge_cannot_be_decrypted_after_it(
         assert await no_stored_key_opens(services, ws, subject, path, token) >= 1
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # PostgreSQL: VACUUM and WAL recycling (README)
+async def test_after_a_purge_the_sqlite_files_hold_neither_the_key_nor_the_pii(
+    api: Api, services: Services, clock: Clock, database_url: str
+) -> None:
+    ws = await workspace_of(services, api)
+    await put_settings(api, deletedEntitiesDays=0)
+    subject = new_id()
+    await write_subject(api, subject, clock)
+    of_subject = {"ws": ws.id, "ext": subject}
+    where = "workspace_id = :ws AND external_id = :ext"
+    [(data_key,)] = await sql(services, f"SELECT data_key FROM entity_keys WHERE {where}", **of_subject)
+    secrets = [data_key.encode()]
+    for table in ("entities", "events"):
+        rows = await sql(services, f"SELECT pii FROM {table} WHERE {where}", **of_subject)
+        secrets += [token.encode() for (pii,) in rows for token in (as_json(pii) or {}).values()]
+    assert len(secrets) == 4  # the key, email and first_name, the session's ip
+    path = Path(database_url.split(":///", 1)[1])
+    log = Path(f"{path}-wal")
+
+    def files() -> bytes:
+        return path.read_bytes() + (log.read_bytes() if log.exists() else b"")
+
+    assert all(secret in files() for secret in secrets)  # where a copy of the files finds them today
+    await delete(api, subject)
+
+    report = await sweeper(services).sweep()
+
+    assert of(report, ws).entities_purged == 1
+    left = files()
+    assert [secret for secret in secrets if secret in left] == []
+    assert log.stat().st_size == 0
+
+
 async def test_an_entity_restored_without_its_key_is_unreadable_not_an_error(
     api: Api, services: Services, clock: Clock
 ) -> None:

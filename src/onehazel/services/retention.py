@@ -155,6 +155,8 @@ class RetentionService:
             await run.purge_deleted()
         except _Interrupted:
             run.report.interrupted = True
+        if any(tally.entities_purged for tally in run.report.workspaces.values()):
+            await run.forget_overwritten()
         async with self.core.store.begin() as uow:
             labels = await uow.retention.labels(run.report.workspaces)
         for ws_id, (operator_id, mode) in labels.items():
@@ -241,6 +243,11 @@ class _Sweep:
                     await self.until_done(workspace_id, external_id, self.purge_step)
             if len(due) < ENTITY_BATCH:
                 return
+
+    async def forget_overwritten(self) -> None:
+        """After a purge: the database's log must not keep the destroyed keys (SQLite)."""
+        if not await self.core.store.forget_overwritten():
+            log.warning("retention: the SQLite log could not be truncated after a purge (a reader held it)")
 
     async def until_done(self, workspace_id: str, external_id: str, step: Step) -> None:
         """Run ``step`` for one entity, one transaction each, until it says it is done.

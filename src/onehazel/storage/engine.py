@@ -95,6 +95,9 @@ SQLITE_PRAGMAS = (
     "busy_timeout=30000",
     "foreign_keys=ON",
     f"wal_autocheckpoint={SQLITE_AUTOCHECKPOINT_PAGES}",
+    # Deleted content is overwritten with zeros, not left in free pages (builds differ in
+    # their default): an erased entity's key leaves the file (Store.forget_overwritten).
+    "secure_delete=ON",
 )
 
 

@@ -96,6 +96,23 @@ class Store:
                 headers={"Retry-After": "1"},
             ) from exc
 
+    async def forget_overwritten(self) -> bool:
+        """SQLite: copy the write-ahead log into the database file and truncate it, so the
+        log no longer holds pages as they were before recent deletes (e.g. an erased
+        entity's data key); with ``secure_delete`` (``engine.SQLITE_PRAGMAS``) the deleted
+        content is zeroed in the database file too. False when a reader in another process
+        kept the log from being truncated (its old pages are overwritten later, as the log
+        is reused); True on PostgreSQL, where VACUUM and WAL recycling do this (README)."""
+        if self.engine.dialect.name != "sqlite":
+            return True
+        async with self.engine.connect() as conn:  # no transaction: a checkpoint runs outside one
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            cursor = await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            busy, _, _ = await cursor.fetchone()
+            await cursor.close()
+        return not busy
+
     @asynccontextmanager
     async def rehearse(self) -> AsyncIterator[UnitOfWork]:
         """A transaction that is always rolled back: dry runs see exactly what a write would."""
