@@ -10,10 +10,13 @@ transaction (after its items were applied), never by mocking the database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sys
+import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -27,6 +30,7 @@ from onehazel.domain.errors import JobNotFound
 from onehazel.domain.workspace import Workspace
 from onehazel.jobs.worker import Worker
 from onehazel.services.container import Services
+from onehazel.storage.jobs import JobRecord
 from onehazel.storage.tables import entities, event_rollups, events, job_chunks, jobs
 
 HOUR = 3600 * 1_000_000
@@ -154,6 +158,58 @@ async def test_jobs_apply_in_acceptance_order_with_concurrent_workers(services: 
         first = await job_row(services, ws, first_id)
         second = await job_row(services, ws, second_id)
         assert first.completed_at <= second.started_at
+
+
+class _BehindClock:
+    """The sequence clock of another server process, whose clock runs an hour behind."""
+
+    def next(self) -> int:
+        return time.time_ns() // 1000 - HOUR
+
+
+async def test_acceptance_order_holds_when_another_process_clock_is_behind(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = await tenant(services)
+    first = await accept(services, ws, "entities", players(3))
+    monkeypatch.setattr(services.core, "seq", _BehindClock())  # the next acceptance, elsewhere
+    second = await accept(services, ws, "events", deposits(2, "p-2"))
+    monkeypatch.undo()
+
+    assert (await job_row(services, ws, second)).seq > (await job_row(services, ws, first)).seq
+    await drain(services)
+    job = await services.batch.get(ws, second)
+    assert (job["succeeded"], job["errors"]) == (2, [])  # its entity existed: the entities ran first
+
+
+async def test_a_later_acceptance_of_a_workspace_waits_for_an_earlier_one_to_commit(
+    services: Services,
+) -> None:
+    """Else the later one could commit first, be claimed, and run before (or beside) it."""
+    ws = await tenant(services)
+    template = await job_row(services, ws, await accept(services, ws, "states", []))
+    await drain(services)
+
+    def queued(seq: int) -> JobRecord:
+        fields = {name: getattr(template, name) for name in JobRecord.__dataclass_fields__}
+        return JobRecord(**{**fields, "id": f"job_{uuid.uuid4().hex}", "status": "queued", "seq": seq})
+
+    later = queued(1)
+
+    async def accept_later() -> None:
+        async with services.core.store.begin() as uow:
+            await uow.jobs.insert(later, b"payload")
+
+    async with services.core.store.begin() as uow:
+        earlier = queued(time.time_ns() // 1000)
+        await uow.jobs.insert(earlier, b"payload")
+        waiting = asyncio.ensure_future(accept_later())
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+    await asyncio.wait_for(waiting, timeout=30)
+
+    assert (await job_row(services, ws, later.id)).seq > (await job_row(services, ws, earlier.id)).seq
+    await drain(services)
 
 
 async def test_later_job_waits_for_an_earlier_job_under_a_live_lease(services: Services) -> None:
@@ -342,7 +398,10 @@ async def test_sweep_removes_old_finished_jobs_only(services: Services) -> None:
     old_queued = await accept(services, ws, "events", deposits(1))
 
     two_days_ago = services.core.clock() - 2 * DAY
-    for job_id in (old_done, old_failed, old_queued):
+    for job_id in (old_done, old_failed):
+        await update_job(services, ws, job_id, created_at=two_days_ago, completed_at=two_days_ago)
+    # accepted long ago, finished just now (it waited in the queue): kept from its completion
+    for job_id in (recent_done, old_queued):
         await update_job(services, ws, job_id, created_at=two_days_ago)
     await update_job(services, held, old_processing, created_at=two_days_ago)
     assert await count(services, job_chunks, ws, job_chunks.c.job_id == old_done) == 1
@@ -430,8 +489,21 @@ async def test_money_in_a_job_is_exact(services: Services) -> None:
 
 # --- unreadable payloads --------------------------------------------------------------------------
 
-# Nested deeper than the exact parser reads (orjson and the submit's simdjson read it).
+# Read by orjson and the submit's simdjson (up to 1024 levels); the exact parser reads it only
+# because json_text raises the interpreter's recursion limit to 2000.
 DEEP = b"[" * 1000 + b"]" * 1000
+
+
+@contextlib.contextmanager
+def default_recursion_limit() -> Iterator[None]:
+    """The interpreter's default limit, under which the exact parser refuses ``DEEP``: the
+    one way left for a payload orjson reads to fail the exact re-read."""
+    raised = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(raised)
 
 
 @pytest.mark.parametrize("chunk", [5000, 1])
@@ -449,8 +521,9 @@ async def test_a_payload_the_exact_parser_refuses_fails_its_job_as_unreadable(
     job, _ = await services.batch.accept(ws, kind="events", body=body, total=2, idempotency_key=None)
     later = await accept(services, ws, "events", deposits(2))
     worker = Worker(services, events_chunk=chunk)
-    while await worker.run_once():
-        pass
+    with default_recursion_limit():
+        while await worker.run_once():
+            pass
     failed = await services.batch.get(ws, job["jobId"])
     assert failed["status"] == "failed"
     assert failed["errors"][0]["code"] == "job_unreadable"

@@ -22,6 +22,7 @@ from onehazel.storage.engine import is_postgres
 from onehazel.storage.tables import job_chunks, jobs
 
 ACTIVE = ("queued", "processing")
+STATUSES = (*ACTIVE, "completed", "failed")
 JOBS_SEQUENCE = sa.Sequence("jobs_seq")  # PostgreSQL only; created by migration 0002
 
 
@@ -56,12 +57,29 @@ class JobRepository:
         self.conn = conn
 
     async def insert(self, record: JobRecord, payload: bytes) -> None:
-        """Store a queued job. On PostgreSQL its ``seq`` comes from one database
-        sequence, so acceptance order holds across API processes on many machines
-        (no clock skew); SQLite, a single machine, keeps the caller's clock value."""
+        """Store a queued job, its ``seq`` (acceptance order) given by the database so that
+        a workspace's jobs commit in ``seq`` order, across processes and machines; a worker
+        that sees a job committed then sees every earlier one of its workspace too.
+
+        PostgreSQL: one database sequence (no clock skew), drawn under a per-workspace
+        transaction lock, so a later acceptance for the workspace draws only once this one
+        committed (else a job could commit, and run, before an earlier-numbered one).
+        SQLite: transactions are serial (``BEGIN IMMEDIATE``), so one past the largest
+        stored ``seq`` (an index lookup per status), or the caller's clock value if larger;
+        not the clock alone, which runs apart in two server processes."""
         values: dict[str, Any] = {name: getattr(record, name) for name in JobRecord.__dataclass_fields__}
         if is_postgres(self.conn):
+            lock_key = sa.func.hashtextextended(f"onehazel.jobs/{record.workspace_id}", 0)
+            await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_key)))
             values["seq"] = JOBS_SEQUENCE.next_value()
+        else:
+            after = [
+                sa.select(sa.func.coalesce(sa.func.max(jobs.c.seq), 0) + 1)
+                .where(jobs.c.status == status)
+                .scalar_subquery()
+                for status in STATUSES
+            ]
+            values["seq"] = sa.func.max(record.seq, *after)
         await self.conn.execute(jobs.insert().values(**values, payload=payload))
 
     async def get(self, workspace_id: str, job_id: str, *, lock: bool = False) -> JobRecord | None:
@@ -218,11 +236,13 @@ class JobRepository:
         return [(int(r[0]), list(r[1])) for r in await self.conn.execute(query)]
 
     async def delete_expired(self, *, before: int, limit: int = 500) -> int:
-        """Remove finished jobs accepted before ``before`` (and their outcomes); bounded."""
+        """Remove jobs finished before ``before`` (and their outcomes); bounded."""
         doomed = (
             await self.conn.execute(
                 sa.select(jobs.c.workspace_id, jobs.c.id)
-                .where(jobs.c.created_at < before, jobs.c.status.not_in(ACTIVE))
+                # Kept for the retention period after they finished. A job finishes after it
+                # was accepted, so created_at < before holds too: the index on it finds them.
+                .where(jobs.c.created_at < before, jobs.c.completed_at < before, jobs.c.status.not_in(ACTIVE))
                 .limit(limit)
             )
         ).all()
