@@ -245,8 +245,23 @@ async def test_gzip_body_is_accepted(api: Api) -> None:
     assert (await api.get("/entities/p-1")).json()["attributes"] == {"country": "MT"}
 
 
+async def test_a_gzip_body_of_several_members_is_read_whole(api: Api) -> None:
+    half = len(ENTITY_BYTES) // 2
+    members = gzip.compress(ENTITY_BYTES[:half]) + gzip.compress(ENTITY_BYTES[half:])  # as `cat a.gz b.gz`
+    response = await post_raw(api, members, **{"Content-Encoding": "gzip"})
+    assert response.status_code == 201, response.text
+    assert (await api.get("/entities/p-1")).json()["attributes"] == {"country": "MT"}
+
+
+async def test_a_split_gzip_bomb_is_still_413(api: Api) -> None:
+    member = gzip.compress(padded_entity(MIB // 2 + 1)[: MIB // 2 + 1], compresslevel=9)
+    error_of(await post_raw(api, member * 2, **{"Content-Encoding": "gzip"}), 413, "payload_too_large")
+    await nothing_stored(api)
+
+
 async def test_broken_gzip_is_4xx(api: Api) -> None:
-    for content in (b"not gzip at all", gzip.compress(ENTITY_BYTES)[:-10]):
+    whole = gzip.compress(ENTITY_BYTES)
+    for content in (b"not gzip at all", whole[:-10], whole + b"trailing bytes", whole + whole[:-10]):
         response = await post_raw(api, content, **{"Content-Encoding": "gzip"})
         assert 400 <= response.status_code < 500, response.text
         assert_error_shape(response)

@@ -43,6 +43,17 @@ async def test_put_applies_and_get_returns_it(player: Api) -> None:
     assert got.json() == {k: v for k, v in body.items() if k != "applied"}
 
 
+async def test_the_body_may_repeat_the_paths_ids_as_openapi_says(player: Api) -> None:
+    same = {"value": "verified", "externalId": "p-1", "key": "kyc_status"}
+    assert (await player.put("/entities/p-1/state/kyc_status", json=same)).status_code == 200
+    for name, other in (("externalId", "p-2"), ("key", "balance")):
+        response = await player.put("/entities/p-1/state/kyc_status", json={**same, name: other})
+        error_of(response, 422, "validation_error")
+        assert detail_codes(response) == [(name, "path_mismatch")]
+    schema = (await player.get("/openapi.json")).json()["components"]["schemas"]["StateIn"]
+    assert {"value", "timestamp", "externalId", "key"} <= set(schema["properties"])
+
+
 async def test_timestamp_defaults_to_now(player: Api) -> None:
     body = (await put_state(player, "loyalty_tier", "gold")).json()
     assert body["applied"] is True

@@ -64,16 +64,33 @@ async def read_body(request: Request, *, limit: int) -> bytes:
     raw = b"".join(chunks)
     if encoding != "gzip":
         return raw
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        body = inflater.decompress(raw, limit + 1)
-    except zlib.error:
-        raise InvalidJson("the gzip body could not be inflated") from None
-    if len(body) > limit or inflater.unconsumed_tail:
-        raise too_large
-    if not inflater.eof:
-        raise InvalidJson("the gzip body is truncated")
-    return body
+    return _inflate(raw, limit, too_large)
+
+
+GZIP_MEMBERS = 1000  # concatenated gzip streams (RFC 1952 allows them; e.g. pigz, log shippers)
+
+
+def _inflate(raw: bytes, limit: int, too_large: PayloadTooLarge) -> bytes:
+    """The gzip body ``raw`` inflated, its members one after another, never past ``limit``
+    bytes; anything after the last member but another member is an error."""
+    parts: list[bytes] = []
+    size, rest = 0, raw
+    for _ in range(GZIP_MEMBERS):
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            part = inflater.decompress(rest, limit + 1 - size)  # at least 1: 0 would mean no limit
+        except zlib.error:
+            raise InvalidJson("the gzip body could not be inflated") from None
+        size += len(part)
+        if size > limit or inflater.unconsumed_tail:
+            raise too_large
+        if not inflater.eof:
+            raise InvalidJson("the gzip body is truncated")
+        parts.append(part)
+        rest = inflater.unused_data
+        if not rest:
+            return b"".join(parts)
+    raise InvalidJson(f"the gzip body has more than {GZIP_MEMBERS} members")
 
 
 async def read_json(request: Request, *, limit: int = SINGLE_LIMIT) -> Any:

@@ -163,6 +163,8 @@ class EventPage(_Wire):
 class StateIn(_Wire):
     value: Any = Field(description="Checked against the template's state key (balance is a decimal)")
     timestamp: Timestamp | None = Field(default=None, description="RFC 3339 with offset; default now")
+    externalId: str | None = Field(default=None, description="Optional; must equal the path's externalId")
+    key: str | None = Field(default=None, description="Optional; must equal the path's key")
 
 
 class StateValue(_Wire):
