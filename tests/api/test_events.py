@@ -361,6 +361,10 @@ async def test_from_and_to_filters(api: Api) -> None:
         response = await api.get("/entities/p-1/events", params={name: bad})
         error_of(response, 422, "validation_error")
         assert (name, "invalid_timestamp") in detail_codes(response)
+    for backwards in ({"from": at(3), "to": at(1)}, {"from": at(2), "to": "2026-11-27T12:02:00+02:00"}):
+        response = await api.get("/entities/p-1/events", params=backwards)  # as /analytics answers
+        error_of(response, 422, "validation_error")
+        assert detail_codes(response) == [("from", "invalid_range")]
 
 
 @pytest.mark.parametrize("order", ["asc", "desc"])

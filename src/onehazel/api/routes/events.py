@@ -13,6 +13,7 @@ from onehazel.api.observability import Metrics
 from onehazel.api.params import NO_CONTROL_CHARACTERS, PageCursor, PageLimit, optional_timestamp
 from onehazel.api.responses import Json
 from onehazel.api.schemas import DryRunResults, EventIn, EventOut, EventPage
+from onehazel.domain.errors import Detail, ValidationFailed
 from onehazel.domain.validation import bind_path
 from onehazel.domain.workspace import Workspace
 from onehazel.services.container import Services
@@ -82,12 +83,15 @@ async def list_events(
     cursor: PageCursor = None,
 ) -> Json:
     """An entity's events by timestamp (newest first by default), PII decrypted."""
+    from_ts, to_ts = optional_timestamp("from", from_), optional_timestamp("to", to)
+    if from_ts is not None and to_ts is not None and from_ts >= to_ts:
+        raise ValidationFailed.of([Detail("from", "invalid_range", "from must be before to")])  # as analytics
     page = await services.events.list(
         ws,
         external_id,
         type_=type_,
-        from_ts=optional_timestamp("from", from_),
-        to_ts=optional_timestamp("to", to),
+        from_ts=from_ts,
+        to_ts=to_ts,
         descending=order == "desc",
         limit=limit,
         cursor=cursor,
