@@ -48,6 +48,7 @@ class TtlCache:
         self.max_entries = max_entries
         self._items: dict[str, tuple[float, Any]] = {}
         self._pending: dict[str, asyncio.Future[Any]] = {}
+        self._drops = 0  # a load that began before a drop must not store what it read
 
     def get(self, key: str) -> Any | None:
         hit = self._items.get(key)
@@ -71,12 +72,15 @@ class TtlCache:
         return await asyncio.shield(task)
 
     async def _load(self, key: str, load: Callable[[], Awaitable[Any]]) -> Any:
+        drops = self._drops
         try:
             value = await load()
-            self.put(key, value)
+            if self._drops == drops:
+                self.put(key, value)
             return value
         finally:
-            self._pending.pop(key, None)
+            if self._pending.get(key) is asyncio.current_task():
+                del self._pending[key]
 
     def put(self, key: str, value: Any) -> None:
         if len(self._items) >= self.max_entries:
@@ -84,7 +88,11 @@ class TtlCache:
         self._items[key] = (time.monotonic() + self.ttl, value)
 
     def drop(self, key: str) -> None:
+        """Forget ``key`` (e.g. a revoked API key): the next read loads anew, and a load
+        already running (it may have read the row before the change) stores nothing."""
         self._items.pop(key, None)
+        self._pending.pop(key, None)
+        self._drops += 1
 
     def clear(self) -> None:
         self._items.clear()
