@@ -212,6 +212,21 @@ async def test_a_later_acceptance_of_a_workspace_waits_for_an_earlier_one_to_com
     await drain(services)
 
 
+async def test_workspaces_waiting_on_one_worker_take_turns(services: Services) -> None:
+    """One workspace queues three batches, another one batch after them: the second workspace
+    waits for one job, not three (each workspace's own jobs still run in order)."""
+    busy, other = await tenant(services), await tenant(services)
+    busy_jobs = [await accept(services, busy, "entities", players(2)) for _ in range(3)]
+    other_job = await accept(services, other, "entities", players(2))
+
+    await drain(services)
+
+    started = {job_id: (await job_row(services, busy, job_id)).started_at for job_id in busy_jobs}
+    started[other_job] = (await job_row(services, other, other_job)).started_at
+    order = sorted(started, key=started.__getitem__)
+    assert order == [busy_jobs[0], other_job, busy_jobs[1], busy_jobs[2]]
+
+
 async def test_later_job_waits_for_an_earlier_job_under_a_live_lease(services: Services) -> None:
     busy, free = await tenant(services), await tenant(services)
     first = await accept(services, busy, "entities", players(10))

@@ -68,6 +68,7 @@ class JobRepository:
         stored ``seq`` (an index lookup per status), or the caller's clock value if larger;
         not the clock alone, which runs apart in two server processes."""
         values: dict[str, Any] = {name: getattr(record, name) for name in JobRecord.__dataclass_fields__}
+        values["ready_at"] = record.created_at  # moved on when the job before it finishes
         if is_postgres(self.conn):
             lock_key = sa.func.hashtextextended(f"onehazel.jobs/{record.workspace_id}", 0)
             await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_key)))
@@ -114,7 +115,10 @@ class JobRepository:
     async def claim_next(
         self, *, owner: str, now: int, lease_until: int, clock: Callable[[], int] | None = None
     ) -> JobRecord | None:
-        """Lease the oldest runnable job: first unfinished of its workspace, lease free.
+        """Lease the runnable job (first unfinished of its workspace, lease free) that has
+        waited longest since it became runnable (``ready_at``: its acceptance, or the end of
+        the job before it), so that workspaces take turns rather than the one with the most
+        queued jobs keeping a worker until all of them are done.
 
         ``clock``: read again once a job is found, for its ``startedAt`` and lease. The
         query only sees the previous job of the workspace finished after that job's
@@ -138,7 +142,7 @@ class JobRepository:
                 sa.or_(job.c.lease_until.is_(None), job.c.lease_until < now),
                 ~blocked,
             )
-            .order_by(job.c.seq)
+            .order_by(job.c.ready_at, job.c.seq)
             .limit(1)
         )
         if is_postgres(self.conn):
@@ -173,6 +177,22 @@ class JobRepository:
         hold PII) lives no longer than it is needed.
         """
         extra: dict[str, Any] = {"payload": None} if record.status not in ACTIVE else {}
+        if record.status not in ACTIVE:  # the workspace's next job is ready from now on
+            following = jobs.alias("following")
+            next_seq = (
+                sa.select(sa.func.min(following.c.seq))
+                .where(
+                    following.c.workspace_id == record.workspace_id,
+                    following.c.status == "queued",
+                    following.c.seq > record.seq,
+                )
+                .scalar_subquery()
+            )
+            await self.conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.workspace_id == record.workspace_id, jobs.c.seq == next_seq)
+                .values(ready_at=record.completed_at)
+            )
         await self.conn.execute(
             sa.update(jobs)
             .where(jobs.c.workspace_id == record.workspace_id, jobs.c.id == record.id)

@@ -214,12 +214,16 @@ jobs = sa.Table(
     # Acceptance order: a workspace's jobs are applied strictly in this order.
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("created_at", Micros, nullable=False),
+    # When the job became its workspace's next (acceptance, or the previous job's end):
+    # workers claim in this order, so workspaces waiting on one worker are served in turn.
+    sa.Column("ready_at", Micros, nullable=False),
     sa.Column("started_at", Micros, nullable=True),
     sa.Column("completed_at", Micros, nullable=True),
     sa.Column("lease_owner", sa.String(64), nullable=True),
     sa.Column("lease_until", Micros, nullable=True),
     sa.UniqueConstraint("workspace_id", "idempotency_key"),
     sa.Index(None, "status", "seq"),
+    sa.Index(None, "status", "ready_at"),
     sa.Index(None, "workspace_id", "status", "seq"),
     sa.Index(None, "created_at"),
 )
