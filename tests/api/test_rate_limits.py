@@ -147,6 +147,10 @@ async def test_remaining_counts_down_and_reset_says_when_the_bucket_is_full(
     assert [(h["q"], h["w"]) for h in seen] == [(4, 2)] * 4
     assert [h["r"] for h in seen] == [3, 2, 1, 0]
     assert [h["t"] for h in seen] == [1, 1, 2, 2]  # seconds until 4 again, rounded up
+    for _ in range(3):  # reads: a full bucket of the default size, refilling meanwhile
+        read = rate_limit(await api.get("/entities/p-0"))
+        assert (read["r"], read["t"]) == (read["q"] - 1, 1)  # never "t=0" below full
+        clock.advance(0.25)
 
 
 # --- 429 ----------------------------------------------------------------------------------------

@@ -162,12 +162,15 @@ class RateLimitService:
         rate = limits.rates[traffic]
         burst = rate * BURST_FACTOR
         admitted, left, wait = await self.limiter.acquire(f"{ws.id}:{traffic}", rate=rate, burst=burst)
-        reset = math.ceil((burst - left) / rate - 1e-9) if left < burst else 0
+        remaining = min(int(left), burst - 1) if admitted else 0  # this request spent one
+        # From what is reported, not the estimate: a shared store's estimate may read full
+        # (its lease not yet counted), which gave "r=1999;t=0".
+        reset = math.ceil((burst - remaining) / rate - 1e-9)
         return Decision(
             traffic=traffic,
             limit=burst,
             window=BURST_FACTOR,
-            remaining=min(int(left), burst - 1) if admitted else 0,  # this request spent one
+            remaining=remaining,
             reset=max(reset, 0),
             retry_after=0 if admitted else max(1, math.ceil(wait)),
         )
