@@ -251,7 +251,7 @@ async def test_a_batch_of_too_many_json_values_is_413_before_anything_is_parsed(
     bomb = b'{"events":[' + item + b"]}}]}"
     for params in ({}, {"dryRun": "true"}):
         response = await api.post("/batch/events", content=bomb, params=params)
-        error = error_of(response, 413, "batch_too_large")
+        error = error_of(response, 413, "payload_too_large")
         assert f"{MAX_BATCH_VALUES:,} JSON values" in error["message"]
     assert await count(services, jobs, ws_id) == 0
     # Commas and brackets inside strings are text, not values: a batch of such text passes.

@@ -135,3 +135,29 @@ async def test_downgrade_to_base_then_upgrade_again(engine: AsyncEngine) -> None
     await migrate(engine)
     async with engine.connect() as conn:
         assert await conn.run_sync(_differences) == []
+
+
+def _to(revision: str) -> Any:
+    def run(sync_conn: Any) -> None:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = sync_conn
+        command.upgrade(cfg, revision)
+
+    return run
+
+
+async def test_0010_keeps_jobs_and_lets_a_server_of_the_version_before_accept_batches(
+    engine: AsyncEngine,
+) -> None:
+    columns = "workspace_id, id, kind, status, total, processed, succeeded, failed, duplicates"
+    columns += ", errors, warnings, seq, created_at"
+    values = "'ws_1', :id, 'events', 'queued', 1, 0, 0, 0, 0, '[]', '[]', :seq, :created"
+    insert = sa.text(f"INSERT INTO jobs ({columns}) VALUES ({values})")  # as 0009's server writes it
+    async with engine.begin() as conn:
+        await conn.run_sync(_to("0009"))
+        await conn.execute(insert, {"id": "job_old", "seq": 1, "created": 1_000})
+    async with engine.begin() as conn:
+        await conn.run_sync(_to("0010"))
+        await conn.execute(insert, {"id": "job_during_rollout", "seq": 2, "created": 2_000})
+        rows = (await conn.execute(sa.text("SELECT id, ready_at FROM jobs ORDER BY seq"))).all()
+    assert [tuple(r) for r in rows] == [("job_old", 1_000), ("job_during_rollout", 0)]

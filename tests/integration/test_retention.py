@@ -809,6 +809,24 @@ async def test_after_a_purge_the_sqlite_files_hold_neither_the_key_nor_the_pii(
     assert log.stat().st_size == 0
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_reader_in_another_process_delays_the_log_truncation_briefly_not_for_30_s(
+    api: Api, services: Services, database_url: str
+) -> None:
+    await put_settings(api, deletedEntitiesDays=0)  # something written: the log holds pages
+    reader = sqlite3.connect(database_url.split(":///", 1)[1], isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM jobs").fetchall()  # a read transaction stays open
+        started = asyncio.get_running_loop().time()
+        assert await services.core.store.forget_overwritten() is False
+        assert asyncio.get_running_loop().time() - started < 5  # writers were held off that long
+        assert (await api.put("/settings", json={"retention": {"eventsDays": 9}})).status_code == 200
+    finally:
+        reader.close()
+    assert await services.core.store.forget_overwritten() is True
+
+
 async def test_an_entity_restored_without_its_key_is_unreadable_not_an_error(
     api: Api, services: Services, clock: Clock
 ) -> None:

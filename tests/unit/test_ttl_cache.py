@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from onehazel.services.core import TtlCache
 
 
-async def test_a_load_running_when_its_key_is_dropped_stores_nothing() -> None:
+@pytest.mark.parametrize("forget", ["drop", "clear"])  # revoke_key clears the whole cache
+async def test_a_load_running_when_its_key_is_dropped_stores_nothing(forget: str) -> None:
     cache = TtlCache(ttl=60)
     release = asyncio.Event()
     loads: list[str] = []
@@ -25,7 +28,10 @@ async def test_a_load_running_when_its_key_is_dropped_stores_nothing() -> None:
     first = asyncio.ensure_future(cache.get_or_load("key:1", stale))
     while not loads:  # until the lookup is reading
         await asyncio.sleep(0)
-    cache.drop("key:1")  # the revocation commits meanwhile
+    if forget == "drop":  # the revocation commits meanwhile
+        cache.drop("key:1")
+    else:
+        cache.clear()
     release.set()
 
     assert await first == "active key"  # its own caller asked before the revocation

@@ -38,7 +38,8 @@ and the latest states, checked against a data template (`tpl_igaming`).
   over either is a 413).
 * A path that names no operation is `404 not_found` (a trailing slash is not redirected: it
   names no operation); a method the path does not take is `405 method_not_allowed`, with
-  `Allow` listing every method it takes. `HEAD` is answered wherever `GET` is, without a body.
+  `Allow` listing every method it takes. `HEAD` is answered wherever `GET` is, without a body
+  (but for an export, which would be decrypted and audited for nothing: 405).
 * `X-Request-Id`: a client-sent id of 1-128 characters from `A-Z a-z 0-9 - _ . : / = + ~ @`
   is echoed (and logged); any other is replaced by a generated `req_...` id.
 * Per item (single or batch): an event's `data`, an entity's `attributes` (also once merged
@@ -64,7 +65,7 @@ class _App(FastAPI):
     entry: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "HEAD":
+        if scope["type"] == "http" and scope["method"] == "HEAD" and errors.answers_head(scope["path"]):
             # HEAD wherever GET: the GET's status and headers, no body (FastAPI routes take
             # only the methods they declare).
             scope = {**scope, "method": "GET", errors.ASKED_METHOD: "HEAD"}

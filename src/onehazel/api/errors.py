@@ -29,6 +29,12 @@ from onehazel.domain.errors import (
 ASKED_METHOD = "onehazel.asked_method"
 
 
+def answers_head(path: str) -> bool:
+    """Is HEAD answered as GET on ``path``? Not on an export: its GET decrypts the entity's
+    whole history and is audited as an export, for a body HEAD would throw away."""
+    return not path.endswith("/export")
+
+
 def request_id_of(request: Request) -> str:
     return str(request.scope.get("request_id", ""))
 
@@ -89,7 +95,7 @@ def _allowed_methods(request: Request) -> str:
         scope = {**request.scope, "method": method}
         if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
             allowed.append(method)
-    if "GET" in allowed:
+    if "GET" in allowed and answers_head(request.scope["path"]):
         allowed.insert(1, "HEAD")
     return ", ".join(allowed)
 

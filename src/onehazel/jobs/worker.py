@@ -534,13 +534,16 @@ class Ahead:
         template: Template,
         fingerprints: Fingerprinter,
     ) -> Ahead | None:
-        """Read the workspace's next queued events job, if any, and start checking it.
+        """Read the workspace's next queued events job, if any and if it will be claimed
+        next (no other workspace's job is runnable), and start checking it.
 
         The reads run in ``uow``, the transaction of ``job``'s last chunk, before its
         writes; decrypting, parsing and checking run in the task, beside the chunk's
         statements. A job read here may still be claimed by another worker: its
         look-ahead is then dropped (``_take_ahead``), never applied.
         """
+        if await uow.jobs.others_runnable(ws.id, now=worker.core.clock()):
+            return None  # another workspace's job goes first: checking this one now is wasted
         queued = await uow.jobs.next_queued(ws.id, after_seq=job.seq)
         if queued is None or queued[1] != "events":
             return None

@@ -25,6 +25,7 @@ from onehazel.domain.errors import (
     EntityNotFound,
     IdempotencyConflict,
     JobNotFound,
+    PayloadTooLarge,
     ValidationFailed,
 )
 from onehazel.domain.json_text import values_over
@@ -58,8 +59,8 @@ def batch_total(kind: str, shape: Mapping[str, int | None] | None, raw: bytes) -
         raise ValidationFailed.of([Detail(extra[0], "unknown_field", f"{extra[0]}: is not a batch member")])
     if total > MAX_ITEMS[kind]:
         raise BatchTooLarge(f"a {kind} batch holds at most {MAX_ITEMS[kind]} items; got {total}")
-    if values_over(raw, MAX_BATCH_VALUES):
-        raise BatchTooLarge(
+    if values_over(raw, MAX_BATCH_VALUES):  # a size limit of the body ("payload_too_large")
+        raise PayloadTooLarge(
             f"a batch holds at most {MAX_BATCH_VALUES:,} JSON values (nested ones included);"
             " send fewer or smaller items"
         )

@@ -95,7 +95,10 @@ class TtlCache:
         self._drops += 1
 
     def clear(self) -> None:
+        """Forget everything (e.g. a key revoked), loads already running included (``drop``)."""
         self._items.clear()
+        self._pending.clear()
+        self._drops += 1
 
 
 @dataclass

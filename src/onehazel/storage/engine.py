@@ -88,11 +88,13 @@ def create_engine(url: str, *, pool_size: int = 40, null_pool: bool = False) -> 
 # by several chunks once. The log file grows to ~32 MB before it starts over. (A second
 # connection checkpointing in a thread after every commit was measured too: no faster.)
 SQLITE_AUTOCHECKPOINT_PAGES = 8192
+# How long a connection waits for another's write lock before SQLITE_BUSY.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Every SQLite connection's settings (the batch bench's raw rate uses the same).
 SQLITE_PRAGMAS = (
     "journal_mode=WAL",
     "synchronous=FULL",
-    "busy_timeout=30000",
+    f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
     "foreign_keys=ON",
     f"wal_autocheckpoint={SQLITE_AUTOCHECKPOINT_PAGES}",
     # Deleted content is overwritten with zeros, not left in free pages (builds differ in

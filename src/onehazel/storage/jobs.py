@@ -26,6 +26,22 @@ STATUSES = (*ACTIVE, "completed", "failed")
 JOBS_SEQUENCE = sa.Sequence("jobs_seq")  # PostgreSQL only; created by migration 0002
 
 
+def _runnable(job: Any, now: int) -> tuple[Any, ...]:
+    """Conditions on ``job`` (an alias of jobs): unfinished, lease free, and no earlier job
+    of its workspace unfinished."""
+    earlier = jobs.alias("earlier")
+    blocked = (
+        sa.select(earlier.c.id)
+        .where(
+            earlier.c.workspace_id == job.c.workspace_id,
+            earlier.c.status.in_(ACTIVE),
+            earlier.c.seq < job.c.seq,
+        )
+        .exists()
+    )
+    return (job.c.status.in_(ACTIVE), sa.or_(job.c.lease_until.is_(None), job.c.lease_until < now), ~blocked)
+
+
 @dataclass(frozen=True)
 class JobRecord:
     workspace_id: str
@@ -112,6 +128,13 @@ class JobRepository:
         row = (await self.conn.execute(query)).first()
         return (row[0], row[1], row[2]) if row else None
 
+    async def others_runnable(self, workspace_id: str, *, now: int) -> bool:
+        """Has another workspace a runnable job? Then that one is claimed before this
+        workspace's next (whose ``ready_at`` moves to the end of the current job)."""
+        job = jobs.alias("job")
+        query = sa.select(job.c.id).where(job.c.workspace_id != workspace_id, *_runnable(job, now)).limit(1)
+        return (await self.conn.execute(query)).first() is not None
+
     async def claim_next(
         self, *, owner: str, now: int, lease_until: int, clock: Callable[[], int] | None = None
     ) -> JobRecord | None:
@@ -125,23 +148,10 @@ class JobRepository:
         transaction committed, so a start read now is never before the previous job's
         ``completedAt``; ``now`` was read before the query and could be.
         """
-        job, earlier = jobs.alias("job"), jobs.alias("earlier")
-        blocked = (
-            sa.select(earlier.c.id)
-            .where(
-                earlier.c.workspace_id == job.c.workspace_id,
-                earlier.c.status.in_(ACTIVE),
-                earlier.c.seq < job.c.seq,
-            )
-            .exists()
-        )
+        job = jobs.alias("job")
         query = (
             sa.select(job.c.workspace_id, job.c.id)
-            .where(
-                job.c.status.in_(ACTIVE),
-                sa.or_(job.c.lease_until.is_(None), job.c.lease_until < now),
-                ~blocked,
-            )
+            .where(*_runnable(job, now))
             .order_by(job.c.ready_at, job.c.seq)
             .limit(1)
         )

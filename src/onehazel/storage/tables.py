@@ -216,7 +216,7 @@ jobs = sa.Table(
     sa.Column("created_at", Micros, nullable=False),
     # When the job became its workspace's next (acceptance, or the previous job's end):
     # workers claim in this order, so workspaces waiting on one worker are served in turn.
-    sa.Column("ready_at", Micros, nullable=False),
+    sa.Column("ready_at", Micros, nullable=False, server_default="0"),  # 0: see migration 0010
     sa.Column("started_at", Micros, nullable=True),
     sa.Column("completed_at", Micros, nullable=True),
     sa.Column("lease_owner", sa.String(64), nullable=True),

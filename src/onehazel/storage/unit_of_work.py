@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from onehazel.domain.errors import Unavailable
 from onehazel.storage.analytics import AnalyticsRepository
 from onehazel.storage.audit import AuditRepository
+from onehazel.storage.engine import SQLITE_BUSY_TIMEOUT_MS
 from onehazel.storage.entities import EntityRepository
 from onehazel.storage.events import EventRepository
 from onehazel.storage.jobs import JobRepository
@@ -51,6 +52,10 @@ class UnitOfWork:
         self.retention = RetentionRepository(conn)
         self.audit = AuditRepository(conn)
         self.analytics = AnalyticsRepository(conn)
+
+
+# How long the checkpoint after a purge waits for other processes' readers (Store.forget_overwritten).
+CHECKPOINT_WAIT_MS = 200
 
 
 class Store:
@@ -102,15 +107,22 @@ class Store:
         entity's data key); with ``secure_delete`` (``engine.SQLITE_PRAGMAS``) the deleted
         content is zeroed in the database file too. False when a reader in another process
         kept the log from being truncated (its old pages are overwritten later, as the log
-        is reused); True on PostgreSQL, where VACUUM and WAL recycling do this (README)."""
+        is reused); True on PostgreSQL, where VACUUM and WAL recycling do this (README).
+
+        While it waits for readers the checkpoint holds off every writer, so it waits
+        ``CHECKPOINT_WAIT_MS`` at most, not the connections' usual busy timeout."""
         if self.engine.dialect.name != "sqlite":
             return True
         async with self.engine.connect() as conn:  # no transaction: a checkpoint runs outside one
             driver = (await conn.get_raw_connection()).driver_connection
             assert driver is not None
-            cursor = await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            busy, _, _ = await cursor.fetchone()
-            await cursor.close()
+            await driver.execute(f"PRAGMA busy_timeout={CHECKPOINT_WAIT_MS}")
+            try:
+                cursor = await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                busy, _, _ = await cursor.fetchone()
+                await cursor.close()
+            finally:
+                await driver.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         return not busy
 
     @asynccontextmanager

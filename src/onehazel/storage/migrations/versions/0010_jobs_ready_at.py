@@ -25,14 +25,14 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.add_column("jobs", sa.Column("ready_at", sa.BigInteger(), nullable=True))
+    # A default, so that a server of the previous version still running while this applies
+    # (it does not know the column) can go on accepting batches; its jobs are claimed first.
+    op.add_column("jobs", sa.Column("ready_at", sa.BigInteger(), nullable=False, server_default="0"))
     op.execute("UPDATE jobs SET ready_at = created_at")
-    with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.alter_column("ready_at", existing_type=sa.BigInteger(), nullable=False)
-        batch_op.create_index(batch_op.f("ix_jobs_status_ready_at"), ["status", "ready_at"], unique=False)
+    op.create_index(op.f("ix_jobs_status_ready_at"), "jobs", ["status", "ready_at"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_jobs_status_ready_at"), table_name="jobs")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_jobs_status_ready_at"))
         batch_op.drop_column("ready_at")
