@@ -198,10 +198,9 @@ class JobRepository:
                 )
                 .scalar_subquery()
             )
-            await self.conn.execute(
-                sa.update(jobs)
-                .where(jobs.c.workspace_id == record.workspace_id, jobs.c.seq == next_seq)
-                .values(ready_at=record.completed_at)
+            mine = (jobs.c.workspace_id == record.workspace_id, jobs.c.status == "queued")
+            await self.conn.execute(  # (workspace_id, status, seq) finds the one row
+                sa.update(jobs).where(*mine, jobs.c.seq == next_seq).values(ready_at=record.completed_at)
             )
         await self.conn.execute(
             sa.update(jobs)
