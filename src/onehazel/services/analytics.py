@@ -68,11 +68,17 @@ def parse_group_by(raw: str, allowed: Sequence[str]) -> list[str]:
     return [name for name in allowed if name in names]
 
 
+def check_range(from_ts: int | None, to_ts: int | None) -> None:
+    """422 ``invalid_range`` unless ``from`` is before ``to`` (either may be absent); the
+    events listing checks its range with this too."""
+    if from_ts is not None and to_ts is not None and from_ts >= to_ts:
+        raise _invalid("from", "invalid_range", "from must be before to")
+
+
 def resolve_range(now: int, from_ts: int | None, to_ts: int | None) -> tuple[int, int]:
     to = to_ts if to_ts is not None else now
     start = from_ts if from_ts is not None else to - DEFAULT_RANGE_DAYS * DAY
-    if start >= to:
-        raise _invalid("from", "invalid_range", "from must be before to")
+    check_range(start, to)
     if to - start > MAX_RANGE_DAYS * DAY:
         raise _invalid("to", "range_too_large", f"the range from..to is at most {MAX_RANGE_DAYS} days")
     return start, to

@@ -13,9 +13,9 @@ from onehazel.api.observability import Metrics
 from onehazel.api.params import NO_CONTROL_CHARACTERS, PageCursor, PageLimit, optional_timestamp
 from onehazel.api.responses import Json
 from onehazel.api.schemas import DryRunResults, EventIn, EventOut, EventPage
-from onehazel.domain.errors import Detail, ValidationFailed
 from onehazel.domain.validation import bind_path
 from onehazel.domain.workspace import Workspace
+from onehazel.services.analytics import check_range
 from onehazel.services.container import Services
 
 router = APIRouter(tags=["events"])
@@ -84,8 +84,7 @@ async def list_events(
 ) -> Json:
     """An entity's events by timestamp (newest first by default), PII decrypted."""
     from_ts, to_ts = optional_timestamp("from", from_), optional_timestamp("to", to)
-    if from_ts is not None and to_ts is not None and from_ts >= to_ts:
-        raise ValidationFailed.of([Detail("from", "invalid_range", "from must be before to")])  # as analytics
+    check_range(from_ts, to_ts)
     page = await services.events.list(
         ws,
         external_id,
