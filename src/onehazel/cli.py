@@ -211,7 +211,7 @@ def serve(
         access_log=False,
         log_level=log_level.lower(),
         log_config=uvicorn_log_config(log_level),
-        http="httptools",
+        http="onehazel.api.http_protocol:JsonErrorHttpToolsProtocol",  # httptools, JSON 400s
         loop="uvloop",
         timeout_graceful_shutdown=10,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,

@@ -254,6 +254,45 @@ def check_request_ids_and_errors(server: Server, live_key: str) -> None:
         assert denied.json()["error"]["requestId"] == denied.headers["X-Request-Id"]
 
 
+MALFORMED_HTTP = {
+    "unknown method token": b"FO\x01O / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "Content-Length not a number": b"POST /operator-data-api/entities HTTP/1.1\r\nHost: x\r\n"
+    b"Content-Length: abc\r\n\r\n{}",
+    "control character in a header": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Note: a\x01b\r\n\r\n",
+    "two Content-Lengths": b"POST /operator-data-api/entities HTTP/1.1\r\nHost: x\r\n"
+    b"Content-Length: 1\r\nContent-Length: 2\r\n\r\n{}",
+    "TLS hello on the plain port": b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",
+}
+
+
+def raw_exchange(server: Server, request: bytes) -> tuple[str, dict[str, str], bytes]:
+    """Send bytes on a fresh connection, read until the server closes it: status line, headers, body."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        conn.sendall(request)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return status, headers, body
+
+
+def check_malformed_http(server: Server) -> None:
+    """Bytes that are not HTTP get the contract's error shape from uvicorn's parser, never text/plain."""
+    for why, request in MALFORMED_HTTP.items():
+        status, headers, body = raw_exchange(server, request)
+        assert status.startswith("HTTP/1.1 400"), (why, status)
+        assert headers["content-type"] == "application/json", why
+        assert headers["connection"] == "close", why
+        error = json.loads(body)["error"]
+        assert error["code"] == "bad_request", why
+        assert "not valid HTTP" in error["message"], why
+        assert error["requestId"] == headers["x-request-id"], why
+    assert httpx.get(server.url + "/healthz").status_code == 200  # the server goes on serving
+    assert "malformed HTTP request" in server.stderr + server.stdout  # logged, with its request id
+
+
 def revoke_across_processes(
     server: Server, *, cli: Callable[..., str], operator_id: str, other_key: str
 ) -> None:
@@ -301,6 +340,7 @@ def test_embedded_default_serves_with_no_configuration(
 
     seed_flow(server, keys["live"], keys["test"])
     check_request_ids_and_errors(server, keys["live"])
+    check_malformed_http(server)
     revoke_across_processes(
         server,
         cli=lambda *args: onehazel(*args, cwd=tmp_path, env=env),

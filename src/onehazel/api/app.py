@@ -40,6 +40,9 @@ and the latest states, checked against a data template (`tpl_igaming`).
   names no operation); a method the path does not take is `405 method_not_allowed`, with
   `Allow` listing every method it takes. `HEAD` is answered wherever `GET` is, without a body
   (but for an export, which would be decrypted and audited for nothing: 405).
+* A request that is not valid HTTP/1.1 (an unknown method token, a malformed
+  `Content-Length` or `Transfer-Encoding`, a control character in a header) is
+  `400 bad_request` in the same error shape, and the connection is closed.
 * `X-Request-Id`: a client-sent id of 1-128 characters from `A-Z a-z 0-9 - _ . : / = + ~ @`
   is echoed (and logged); any other is replaced by a generated `req_...` id.
 * Per item (single or batch): an event's `data`, an entity's `attributes` (also once merged
