@@ -257,6 +257,36 @@ async def test_openapi_errors_reference_error_body(http: httpx.AsyncClient) -> N
     assert error_responses > 20
 
 
+async def test_openapi_documents_the_headers_answers_carry(api: Api) -> None:
+    """What /openapi.json says an answer's headers are is what the server sends."""
+    doc = (await api.get("/openapi.json")).json()
+    watched = ("x-request-id", "ratelimit", "ratelimit-policy")
+    await api.put("/settings", json={"templateId": "tpl_igaming"})
+    calls = [
+        ("PUT", "/settings", {"json": {"templateId": "tpl_igaming"}}, "/settings"),
+        ("POST", "/entities", {"json": {"externalId": "h-1", "type": "player"}}, "/entities"),
+        ("GET", "/entities/h-1", {}, "/entities/{externalId}"),
+        ("GET", "/entities/nobody", {}, "/entities/{externalId}"),
+        ("POST", "/entities/h-1/events", {"json": {"type": "login"}}, "/entities/{externalId}/events"),
+        ("GET", "/batch/jobs/job_missing", {}, "/batch/jobs/{jobId}"),
+        ("GET", "/healthz", {}, None),
+    ]
+    for method, path, kwargs, template in calls:
+        response = await api.request(method, path, **kwargs)
+        documented_path = "/healthz" if template is None else BASE + template
+        answer = doc["paths"][documented_path][method.lower()]["responses"][str(response.status_code)]
+        documented = {name.lower() for name in answer.get("headers", {})}
+        sent = {name for name in watched if name in response.headers}
+        assert sent == documented & set(watched), (method, path, response.status_code, sent, documented)
+    unauthorized = await api.as_key(None).get("/settings")
+    answer = doc["paths"][BASE + "/settings"]["get"]["responses"]["401"]
+    assert (
+        {name.lower() for name in answer["headers"]}
+        == {"x-request-id"}
+        == {name for name in watched if name in unauthorized.headers}
+    )
+
+
 async def test_openapi_documents_query_parameters(http: httpx.AsyncClient) -> None:
     doc = await openapi(http)
     listing = doc["paths"][BASE + "/entities"]["get"]

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onehazel import __version__
 from onehazel.api import errors
+from onehazel.api.docs import RATE_LIMIT_HEADERS
 from onehazel.api.hot_path import HotPath
 from onehazel.api.observability import Metrics, Observability
 from onehazel.api.routes import analytics, audit, batch, entities, events, exports, meta, settings, states
@@ -165,9 +166,27 @@ def _document(app: FastAPI) -> dict[str, Any]:
             if path.startswith(BASE):
                 operation["security"] = [{"bearer": []}]
             _replace_fastapi_422(operation)
+            _document_headers(operation, authenticated=path.startswith(BASE))
     for name in ("HTTPValidationError", "ValidationError"):
         components["schemas"].pop(name, None)
     return doc
+
+
+def _document_headers(operation: dict[str, Any], *, authenticated: bool) -> None:
+    """Every answer carries X-Request-Id; every authenticated one but a 401 the RateLimit pair."""
+    for status, response in operation.get("responses", {}).items():
+        headers = response.setdefault("headers", {})
+        headers.setdefault("X-Request-Id", _REQUEST_ID_HEADER)
+        if authenticated and status != "401":
+            for name, spec in RATE_LIMIT_HEADERS.items():
+                headers.setdefault(name, spec)
+
+
+_REQUEST_ID_HEADER = {
+    "description": "The client's X-Request-Id when well-formed, else a generated req_... id; "
+    "also in the log line and in an error body's requestId",
+    "schema": {"type": "string"},
+}
 
 
 def _replace_fastapi_422(operation: dict[str, Any]) -> None:
