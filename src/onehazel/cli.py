@@ -212,6 +212,7 @@ def serve(
         log_level=log_level.lower(),
         log_config=uvicorn_log_config(log_level),
         http="onehazel.api.http_protocol:JsonErrorHttpToolsProtocol",  # httptools, JSON 400s
+        ws="none",  # no WebSocket routes: an Upgrade is ignored and the request served as HTTP
         loop="uvloop",
         timeout_graceful_shutdown=10,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,

@@ -266,16 +266,24 @@ MALFORMED_HTTP = {
 
 
 def raw_exchange(server: Server, request: bytes) -> tuple[str, dict[str, str], bytes]:
-    """Send bytes on a fresh connection, read until the server closes it: status line, headers, body."""
+    """Send bytes on a fresh connection; read one answer: status line, headers, body."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
         conn.sendall(request)
         answer = b""
-        while chunk := conn.recv(65536):
+        while b"\r\n\r\n" not in answer and (chunk := conn.recv(65536)):
             answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status, *lines = head.decode("latin-1").split("\r\n")
-    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+        head, _, body = answer.partition(b"\r\n\r\n")
+        status, *lines = head.decode("latin-1").split("\r\n")
+        headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+        while len(body) < int(headers.get("content-length", 0)) and (chunk := conn.recv(65536)):
+            body += chunk
     return status, headers, body
+
+
+WEBSOCKET_HANDSHAKE = (
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
 
 
 def check_malformed_http(server: Server) -> None:
@@ -291,6 +299,13 @@ def check_malformed_http(server: Server) -> None:
         assert error["requestId"] == headers["x-request-id"], why
     assert httpx.get(server.url + "/healthz").status_code == 200  # the server goes on serving
     assert "malformed HTTP request" in server.stderr + server.stdout  # logged, with its request id
+
+    # No WebSocket route: the Upgrade is ignored (RFC 9110 7.8) and the request served as HTTP.
+    status, headers, body = raw_exchange(server, WEBSOCKET_HANDSHAKE)
+    assert status.startswith("HTTP/1.1 200"), status
+    assert json.loads(body) == {"status": "ok"}
+    assert headers["x-request-id"]
+    assert "WebSocket" not in server.stderr + server.stdout
 
 
 def revoke_across_processes(

@@ -9,6 +9,13 @@ the connection closed, since the rest of the stream cannot be trusted) and only
 changes the body: ``400 bad_request`` in the one error shape, with a fresh
 request id in the body and in ``X-Request-Id``.
 
+It also serves requests that ask to switch protocols (``Upgrade: websocket``,
+``h2c``) as the plain HTTP/1.1 requests they also are: this API has no WebSocket
+route, ``serve`` runs uvicorn with ``ws="none"``, and RFC 9110 (7.8) lets a server
+ignore ``Upgrade``. Without this, uvicorn answered a WebSocket handshake with an
+empty ``403 text/plain`` (or, with ``ws="none"``, logged two warnings about a
+missing WebSocket library for every such request).
+
 ``onehazel serve`` passes ``onehazel.api.http_protocol:JsonErrorHttpToolsProtocol``
 to uvicorn as its ``http`` protocol (``cli.serve``).
 """
@@ -54,3 +61,6 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
         log.warning("malformed HTTP request", extra={"fields": {"requestId": request_id, "status": 400}})
         self.transport.write(malformed_http_answer(request_id, self.server_state.default_headers))
         self.transport.close()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        """Called by uvicorn for an ``Upgrade`` it will not do; the request is served as HTTP/1.1."""
