@@ -9,6 +9,7 @@ the server with SIGTERM, which must end it cleanly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -299,6 +300,35 @@ def check_malformed_http(server: Server) -> None:
         assert error["requestId"] == headers["x-request-id"], why
     assert httpx.get(server.url + "/healthz").status_code == 200  # the server goes on serving
     assert "malformed HTTP request" in server.stderr + server.stdout  # logged, with its request id
+
+    # Request line and headers over 64 KiB: 431, whether they arrived at once or are still coming.
+    big_header = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n"
+    many_headers = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 10_000 + b"\r\n"
+    for why, request in {"one big header": big_header, "many headers": many_headers}.items():
+        status, headers, body = raw_exchange(server, request)
+        assert status.startswith("HTTP/1.1 431"), (why, status)
+        assert json.loads(body)["error"]["code"] == "headers_too_large", why
+        assert headers["connection"] == "close", why
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Endless: ")
+        answer = b""
+        with contextlib.suppress(ConnectionError):  # the server may close while this still sends
+            for _ in range(100):  # 100 KiB, and never the end of the header
+                conn.sendall(b"a" * 1024)
+                time.sleep(0.002)
+        with contextlib.suppress(ConnectionError):  # a reset may follow the answer
+            while chunk := conn.recv(65536):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:  # the limit is per request
+        for _ in range(30):
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 4000 + b"\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b'{"status":"ok"}'):
+                chunk = conn.recv(65536)
+                assert chunk, answer
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
 
     # No WebSocket route: the Upgrade is ignored (RFC 9110 7.8) and the request served as HTTP.
     status, headers, body = raw_exchange(server, WEBSOCKET_HANDSHAKE)

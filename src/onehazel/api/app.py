@@ -43,7 +43,8 @@ and the latest states, checked against a data template (`tpl_igaming`).
   (but for an export, which would be decrypted and audited for nothing: 405).
 * A request that is not valid HTTP/1.1 (an unknown method token, a malformed
   `Content-Length` or `Transfer-Encoding`, a control character in a header) is
-  `400 bad_request` in the same error shape, and the connection is closed. An `Upgrade`
+  `400 bad_request` in the same error shape, and the connection is closed; a request line
+  and headers over 64 KiB in all, `431 headers_too_large`. An `Upgrade`
   header (WebSocket, h2c) is ignored: the request is served as HTTP/1.1.
 * `X-Request-Id`: a client-sent id of 1-128 characters from `A-Z a-z 0-9 - _ . : / = + ~ @`
   is echoed (and logged); any other is replaced by a generated `req_...` id.

@@ -7,7 +7,9 @@ with ``400 text/plain``. Clients of this API parse every error as
 ``{"error": {...}}``, so this subclass keeps uvicorn's behaviour (a 400, then
 the connection closed, since the rest of the stream cannot be trusted) and only
 changes the body: ``400 bad_request`` in the one error shape, with a fresh
-request id in the body and in ``X-Request-Id``.
+request id in the body and in ``X-Request-Id``. A request line and headers over
+64 KiB in all (``HEAD_LIMIT``) get ``431 headers_too_large`` the same way:
+uvicorn sets no such limit, so one header line of gigabytes was read into memory.
 
 It also serves requests that ask to switch protocols (``Upgrade: websocket``,
 ``h2c``) as the plain HTTP/1.1 requests they also are: this API has no WebSocket
@@ -32,14 +34,19 @@ from onehazel.services.ids import random_hex
 log = logging.getLogger("onehazel")
 
 MALFORMED_HTTP_MESSAGE = "the request is not valid HTTP/1.1 and could not be read; the connection is closed"
+# The request line and headers together; the parser keeps them in memory until they end.
+HEAD_LIMIT = 64 * 1024
+HEAD_TOO_LARGE_MESSAGE = (
+    f"the request line and headers are over the {HEAD_LIMIT // 1024} KiB limit; the connection is closed"
+)
 
 
-def malformed_http_answer(request_id: str, default_headers: list[tuple[bytes, bytes]]) -> bytes:
-    """The whole HTTP response for an unparseable request (status line, headers, JSON body)."""
-    body = orjson.dumps(
-        {"error": {"code": "bad_request", "message": MALFORMED_HTTP_MESSAGE, "requestId": request_id}}
-    )
-    content = [STATUS_LINE[400]]
+def error_answer(
+    status: int, code: str, message: str, request_id: str, default_headers: list[tuple[bytes, bytes]]
+) -> bytes:
+    """A whole HTTP response (status line, headers, JSON error body) that closes the connection."""
+    body = orjson.dumps({"error": {"code": code, "message": message, "requestId": request_id}})
+    content = [STATUS_LINE[status]]
     for name, value in default_headers:
         content.extend([name, b": ", value, b"\r\n"])
     content.extend(
@@ -55,11 +62,58 @@ def malformed_http_answer(request_id: str, default_headers: list[tuple[bytes, by
     return b"".join(content)
 
 
+class _HeadTooLarge(Exception):
+    """Raised in a parser callback: httptools stops and uvicorn calls ``send_400_response``."""
+
+
 class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
+    _awaiting_head = False  # a request has begun and its line and headers have not all come
+    _head_bytes = 0  # bytes received while it was so
+    _began = _completed = False  # in the chunk being parsed: a request began, one completed
+    _head_too_large = False
+
+    def data_received(self, data: bytes) -> None:
+        """As uvicorn's, but a request line and headers over ``HEAD_LIMIT`` bytes are refused
+        (431), also while they are still arriving: the parser would keep all of them.
+
+        While a head is incomplete, a chunk is counted whole: it is all head, or it starts
+        with it (a client waits for each answer before sending the next request); with
+        pipelined requests, a chunk in which one request completed and the next began is
+        not counted. ``on_headers_complete`` then measures the head exactly."""
+        self._began = self._completed = False
+        super().data_received(data)
+        if self._awaiting_head and not self.transport.is_closing():
+            if not (self._began and self._completed):
+                self._head_bytes += len(data)
+            if self._head_bytes > HEAD_LIMIT:
+                self._refuse(431, "headers_too_large", HEAD_TOO_LARGE_MESSAGE, "request head too large")
+
+    def on_message_begin(self) -> None:
+        self._awaiting_head, self._head_bytes, self._began = True, 0, True
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        self._awaiting_head = False
+        if len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers) > HEAD_LIMIT:
+            self._head_too_large = True
+            raise _HeadTooLarge
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._completed = True
+        super().on_message_complete()
+
     def send_400_response(self, msg: str) -> None:
+        if self._head_too_large:
+            self._refuse(431, "headers_too_large", HEAD_TOO_LARGE_MESSAGE, "request head too large")
+        else:
+            self._refuse(400, "bad_request", MALFORMED_HTTP_MESSAGE, "malformed HTTP request")
+
+    def _refuse(self, status: int, code: str, message: str, logged: str) -> None:
         request_id = "req_" + random_hex(12)
-        log.warning("malformed HTTP request", extra={"fields": {"requestId": request_id, "status": 400}})
-        self.transport.write(malformed_http_answer(request_id, self.server_state.default_headers))
+        log.warning(logged, extra={"fields": {"requestId": request_id, "status": status}})
+        headers = self.server_state.default_headers
+        self.transport.write(error_answer(status, code, message, request_id, headers))
         self.transport.close()
 
     def _unsupported_upgrade_warning(self) -> None:
