@@ -176,6 +176,7 @@ def serve(
         config.key_ring()
         config.retention_options()
         config.analytics_compact_seconds()
+        config.head_timeout_seconds()
     except (KeyConfigError, ValueError) as exc:
         fail(str(exc), 2)
 

@@ -89,6 +89,13 @@ class Config:
         they only get slower as deltas pile up)."""
         return _non_negative(self.env, "ONEHAZEL_ANALYTICS_COMPACT_SECONDS", 10.0)
 
+    def head_timeout_seconds(self) -> float:
+        """How long ``serve`` waits for a request's line and headers, from the connection's
+        first byte or the request's (ONEHAZEL_HEAD_TIMEOUT_SECONDS, default 20): a client
+        that opens connections and sends nothing, or headers a byte at a time, would
+        otherwise hold each connection for ever."""
+        return _positive(self.env, "ONEHAZEL_HEAD_TIMEOUT_SECONDS", 20.0)
+
     def prepare_sqlite_dir(self) -> None:
         """Create the SQLite database's directory (0700) and an empty database file (0600)
         when they do not exist yet: SQLite would create the file world-readable (0644

@@ -281,6 +281,7 @@ def raw_exchange(server: Server, request: bytes) -> tuple[str, dict[str, str], b
     return status, headers, body
 
 
+HEAD_TIMEOUT = 2  # seconds, for the embedded default's test server (20 by default)
 WEBSOCKET_HANDSHAKE = (
     b"GET /healthz HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -330,6 +331,21 @@ def check_malformed_http(server: Server) -> None:
                 answer += chunk
             assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
 
+    # A head must arrive within ONEHAZEL_HEAD_TIMEOUT_SECONDS (HEAD_TIMEOUT here) of the first byte.
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as silent,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as partial,
+    ):
+        opened = time.monotonic()
+        partial.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        assert silent.recv(100) == b""  # closed: nothing was asked, so nothing is answered
+        assert time.monotonic() - opened >= HEAD_TIMEOUT - 0.5
+        answer = b""
+        while chunk := partial.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["code"] == "request_timeout"
+
     # No WebSocket route: the Upgrade is ignored (RFC 9110 7.8) and the request served as HTTP.
     status, headers, body = raw_exchange(server, WEBSOCKET_HANDSHAKE)
     assert status.startswith("HTTP/1.1 200"), status
@@ -367,7 +383,7 @@ def revoke_across_processes(
 def test_embedded_default_serves_with_no_configuration(
     tmp_path: Path, start_server: Callable[..., Server]
 ) -> None:
-    env = clean_env()
+    env = clean_env(ONEHAZEL_HEAD_TIMEOUT_SECONDS=str(HEAD_TIMEOUT))
     server = start_server(env=env)
 
     data = tmp_path / "onehazel-data"

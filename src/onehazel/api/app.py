@@ -44,7 +44,8 @@ and the latest states, checked against a data template (`tpl_igaming`).
 * A request that is not valid HTTP/1.1 (an unknown method token, a malformed
   `Content-Length` or `Transfer-Encoding`, a control character in a header) is
   `400 bad_request` in the same error shape, and the connection is closed; a request line
-  and headers over 64 KiB in all, `431 headers_too_large`. An `Upgrade`
+  and headers over 64 KiB in all, `431 headers_too_large`; one not in within 20 s
+  (`ONEHAZEL_HEAD_TIMEOUT_SECONDS`), `408 request_timeout`. An `Upgrade`
   header (WebSocket, h2c) is ignored: the request is served as HTTP/1.1.
 * `X-Request-Id`: a client-sent id of 1-128 characters from `A-Z a-z 0-9 - _ . : / = + ~ @`
   is echoed (and logged); any other is replaced by a generated `req_...` id.

@@ -10,6 +10,11 @@ changes the body: ``400 bad_request`` in the one error shape, with a fresh
 request id in the body and in ``X-Request-Id``. A request line and headers over
 64 KiB in all (``HEAD_LIMIT``) get ``431 headers_too_large`` the same way:
 uvicorn sets no such limit, so one header line of gigabytes was read into memory.
+A request line and headers must also arrive within ``head_timeout()`` (20 s by
+default) of the connection's or the request's first byte, else ``408
+request_timeout`` (a connection that sent nothing is just closed): uvicorn times
+out idle connections only after an answer, so connections opened and left silent,
+or fed a header a byte at a time, were held for ever.
 
 It also serves requests that ask to switch protocols (``Upgrade: websocket``,
 ``h2c``) as the plain HTTP/1.1 requests they also are: this API has no WebSocket
@@ -24,11 +29,14 @@ to uvicorn as its ``http`` protocol (``cli.serve``).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from onehazel.config import Config
 from onehazel.services.ids import random_hex
 
 log = logging.getLogger("onehazel")
@@ -39,6 +47,8 @@ HEAD_LIMIT = 64 * 1024
 HEAD_TOO_LARGE_MESSAGE = (
     f"the request line and headers are over the {HEAD_LIMIT // 1024} KiB limit; the connection is closed"
 )
+
+HEAD_TIMEOUT_MESSAGE = "the request line and headers did not arrive in time; the connection is closed"
 
 
 def error_answer(
@@ -66,11 +76,48 @@ class _HeadTooLarge(Exception):
     """Raised in a parser callback: httptools stops and uvicorn calls ``send_400_response``."""
 
 
+@functools.cache
+def head_timeout() -> float:
+    """ONEHAZEL_HEAD_TIMEOUT_SECONDS (``Config.head_timeout_seconds``; ``serve`` checked it)."""
+    return Config.load().head_timeout_seconds()
+
+
 class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
     _awaiting_head = False  # a request has begun and its line and headers have not all come
     _head_bytes = 0  # bytes received while it was so
     _began = _completed = False  # in the chunk being parsed: a request began, one completed
     _head_too_large = False
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()  # uvicorn times out idle connections only after an answer
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(head_timeout(), self._head_timed_out)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        """No complete request line and headers within the timeout: a partial head gets
+        408, a connection that sent nothing is closed (nothing was asked)."""
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._arm_head_timer()  # pipelined: reading waits on the answer in progress
+        elif self._awaiting_head:
+            self._refuse(408, "request_timeout", HEAD_TIMEOUT_MESSAGE, "request head timed out")
+        else:
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         """As uvicorn's, but a request line and headers over ``HEAD_LIMIT`` bytes are refused
@@ -90,10 +137,12 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         self._awaiting_head, self._head_bytes, self._began = True, 0, True
+        self._arm_head_timer()
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
         self._awaiting_head = False
+        self._disarm_head_timer()
         if len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers) > HEAD_LIMIT:
             self._head_too_large = True
             raise _HeadTooLarge
