@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from onehazel.services.auth import CreatedOperator
 from onehazel.services.container import Services
+from onehazel.storage.tables import entities, events, jobs
 from tests.conftest import Api
 from tests.helpers import assert_error_shape, error_of
 
@@ -574,3 +577,77 @@ async def test_rejected_update_leaves_the_entity_unchanged(api: Api) -> None:
     ]
     assert [r.status_code for r in rejected] == [422, 422, 400, 415, 413]
     assert (await api.get("/entities/p-1")).json() == before
+
+
+# --- a client that goes away mid-body -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/entities/p-1/events", "/entities", "/batch/events"],
+    ids=["hot path", "route", "batch"],
+)
+async def test_a_client_gone_mid_body_is_a_499_not_a_500(api: Api, services: Services, path: str) -> None:
+    """Clients time out and abort uploads: that is not a server error. Nothing is stored, the
+    request counts as 499 (as nginx logs it), and no error with a traceback is logged."""
+    from prometheus_client import generate_latest
+
+    from onehazel.api.app import BASE, create_app
+
+    app = create_app(lambda: services_ready(services))
+    app.state.services = services
+    assert (await api.post("/entities", json={"externalId": "p-1", "type": "player"})).status_code == 201
+    messages = [
+        {"type": "http.request", "body": b'{"type": "login", "externalId": ', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": BASE + path,
+        "raw_path": (BASE + path).encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"authorization", f"Bearer {api.key}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"1000"),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    errors: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = errors.append  # type: ignore[method-assign]
+    logging.getLogger("onehazel").addHandler(handler)
+    try:
+        await app(scope, receive, send)
+    finally:
+        logging.getLogger("onehazel").removeHandler(handler)
+
+    assert errors == []
+    assert sent[0]["status"] == 499
+    metrics = generate_latest(app.state.metrics.registry).decode()
+    assert 'status="499"' in metrics
+    assert 'status="500"' not in metrics
+    ws_id = (await services.auth.authenticate(f"Bearer {api.key}")).id
+    for table, stored in ((jobs, 0), (events, 0), (entities, 1)):  # p-1 was made above
+        async with services.core.store.begin() as uow:
+            query = sa.select(sa.func.count()).select_from(table).where(table.c.workspace_id == ws_id)
+            assert (await uow.conn.execute(query)).scalar_one() == stored, table.name
+
+
+async def services_ready(services: Services) -> Services:
+    return services

@@ -11,9 +11,10 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from onehazel.domain.errors import (
+    ClientClosedRequest,
     Detail,
     InvalidJson,
     PayloadTooLarge,
@@ -56,11 +57,14 @@ async def read_body(request: Request, *, limit: int) -> bytes:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > wire_limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > wire_limit:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientClosedRequest("the client closed the connection before the whole body arrived") from None
     raw = b"".join(chunks)
     if encoding != "gzip":
         return raw

@@ -119,6 +119,13 @@ class UnsupportedMediaType(ApiError):
     status, code = 415, "unsupported_media_type"
 
 
+class ClientClosedRequest(ApiError):
+    """The client went away before its whole body arrived: nothing was done, and nobody reads
+    the answer. 499 is how nginx logs it; it stands in the metrics and the log, not a 500."""
+
+    status, code = 499, "client_closed_request"
+
+
 class ValidationFailed(ApiError):
     status, code = 422, "validation_error"
 
