@@ -91,7 +91,8 @@ class Config:
 
     def head_timeout_seconds(self) -> float:
         """How long ``serve`` waits for a request's line and headers, from the connection's
-        first byte or the request's (ONEHAZEL_HEAD_TIMEOUT_SECONDS, default 20): a client
+        opening (its first request) or the request's first byte (later ones)
+        (ONEHAZEL_HEAD_TIMEOUT_SECONDS, default 20): a client
         that opens connections and sends nothing, or headers a byte at a time, would
         otherwise hold each connection for ever."""
         return _positive(self.env, "ONEHAZEL_HEAD_TIMEOUT_SECONDS", 20.0)

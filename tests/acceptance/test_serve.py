@@ -288,7 +288,7 @@ WEBSOCKET_HANDSHAKE = (
 )
 
 
-def check_malformed_http(server: Server) -> None:
+def check_malformed_http(server: Server, live_key: str) -> None:
     """Bytes that are not HTTP get the contract's error shape from uvicorn's parser, never text/plain."""
     for why, request in MALFORMED_HTTP.items():
         status, headers, body = raw_exchange(server, request)
@@ -301,6 +301,7 @@ def check_malformed_http(server: Server) -> None:
         assert error["requestId"] == headers["x-request-id"], why
     assert httpx.get(server.url + "/healthz").status_code == 200  # the server goes on serving
     assert "malformed HTTP request" in server.stderr + server.stdout  # logged, with its request id
+    assert "Invalid HTTP request received" not in server.stderr + server.stdout  # (uvicorn's, dropped)
 
     # Request line and headers over 64 KiB: 431, whether they arrived at once or are still coming.
     big_header = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n"
@@ -331,18 +332,57 @@ def check_malformed_http(server: Server) -> None:
                 answer += chunk
             assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
 
+    # A chunked body's trailers are held like a head: over 64 KiB, 431 too.
+    trailers = (
+        b"POST /operator-data-api/entities HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Authorization: Bearer " + live_key.encode() + b"\r\n\r\n2\r\n{}\r\n0\r\nX-Trailer: "
+    )  # (authenticated: the route then waits for the whole body before it answers)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        conn.sendall(trailers)
+        answer = b""
+        with contextlib.suppress(ConnectionError):  # the server may close while this still sends
+            for _ in range(100):
+                conn.sendall(b"a" * 1024)
+                time.sleep(0.002)
+        with contextlib.suppress(ConnectionError):  # a reset may follow the answer
+            while chunk := conn.recv(65536):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
+
+    # An Upgrade is not done: with a body (which the parser would skip) 400; without one the
+    # request is answered and the connection closed, so a request behind it fails at once.
+    with_body = WEBSOCKET_HANDSHAKE.replace(b"GET", b"POST", 1)[:-2] + b"Content-Length: 2\r\n\r\n{}"
+    status, _, body = raw_exchange(server, with_body)
+    assert status.startswith("HTTP/1.1 400"), status
+    assert "Upgrade" in json.loads(body)["error"]["message"]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        conn.sendall(WEBSOCKET_HANDSHAKE + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    assert answer.count(b"HTTP/1.1 200") == 1, answer
+    assert b"connection: close" in answer.lower(), answer
+
     # A head must arrive within ONEHAZEL_HEAD_TIMEOUT_SECONDS (HEAD_TIMEOUT here) of the first byte.
     with (
         socket.create_connection(("127.0.0.1", server.port), timeout=10) as silent,
         socket.create_connection(("127.0.0.1", server.port), timeout=10) as partial,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as blank_line,
     ):
         opened = time.monotonic()
         partial.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        blank_line.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while not answer.endswith(b'{"status":"ok"}'):
+            answer += blank_line.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200")
+        blank_line.sendall(b"\r\n")  # begins no request: without the timer, held for ever
         assert silent.recv(100) == b""  # closed: nothing was asked, so nothing is answered
         assert time.monotonic() - opened >= HEAD_TIMEOUT - 0.5
         answer = b""
         while chunk := partial.recv(65536):
             answer += chunk
+        assert blank_line.recv(100) == b""
     assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["code"] == "request_timeout"
 
@@ -401,7 +441,7 @@ def test_embedded_default_serves_with_no_configuration(
 
     seed_flow(server, keys["live"], keys["test"])
     check_request_ids_and_errors(server, keys["live"])
-    check_malformed_http(server)
+    check_malformed_http(server, keys["live"])
     revoke_across_processes(
         server,
         cli=lambda *args: onehazel(*args, cwd=tmp_path, env=env),

@@ -11,7 +11,7 @@ request id in the body and in ``X-Request-Id``. A request line and headers over
 64 KiB in all (``HEAD_LIMIT``) get ``431 headers_too_large`` the same way:
 uvicorn sets no such limit, so one header line of gigabytes was read into memory.
 A request line and headers must also arrive within ``head_timeout()`` (20 s by
-default) of the connection's or the request's first byte, else ``408
+default) of the connection's opening or, later, the request's first byte, else ``408
 request_timeout`` (a connection that sent nothing is just closed): uvicorn times
 out idle connections only after an answer, so connections opened and left silent,
 or fed a header a byte at a time, were held for ever.
@@ -21,7 +21,9 @@ It also serves requests that ask to switch protocols (``Upgrade: websocket``,
 route, ``serve`` runs uvicorn with ``ws="none"``, and RFC 9110 (7.8) lets a server
 ignore ``Upgrade``. Without this, uvicorn answered a WebSocket handshake with an
 empty ``403 text/plain`` (or, with ``ws="none"``, logged two warnings about a
-missing WebSocket library for every such request).
+missing WebSocket library for every such request). httptools stops reading a
+connection at an ``Upgrade`` head and skips its body, so such a request with a
+body is refused (400), and one without is answered with ``Connection: close``.
 
 ``onehazel serve`` passes ``onehazel.api.http_protocol:JsonErrorHttpToolsProtocol``
 to uvicorn as its ``http`` protocol (``cli.serve``).
@@ -72,8 +74,22 @@ def error_answer(
     return b"".join(content)
 
 
-class _HeadTooLarge(Exception):
-    """Raised in a parser callback: httptools stops and uvicorn calls ``send_400_response``."""
+class _Refused(Exception):
+    """Raised in a parser callback: httptools stops and uvicorn calls ``send_400_response``,
+    which answers with the refusal recorded in ``_refusal``."""
+
+
+_Refusal = tuple[int, str, str, str]  # status, code, message, log line
+_MALFORMED: _Refusal = (400, "bad_request", MALFORMED_HTTP_MESSAGE, "malformed HTTP request")
+_TOO_LARGE: _Refusal = (431, "headers_too_large", HEAD_TOO_LARGE_MESSAGE, "request head too large")
+_UPGRADE_WITH_BODY: _Refusal = (
+    400,
+    "bad_request",
+    "a request with both an Upgrade header and a body is not served (the parser would skip the body); "
+    "send it without Upgrade (curl: --http1.1); the connection is closed",
+    "Upgrade request with a body",
+)
+_TIMED_OUT: _Refusal = (408, "request_timeout", HEAD_TIMEOUT_MESSAGE, "request head timed out")
 
 
 @functools.cache
@@ -85,8 +101,9 @@ def head_timeout() -> float:
 class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
     _awaiting_head = False  # a request has begun and its line and headers have not all come
     _head_bytes = 0  # bytes received while it was so
+    _in_trailers = False  # after a chunked body's last chunk: trailer fields, counted as a head
     _began = _completed = False  # in the chunk being parsed: a request began, one completed
-    _head_too_large = False
+    _refusal: _Refusal = _MALFORMED
     _head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -96,6 +113,36 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """As uvicorn's, but a request line and headers (or a chunked body's trailers) over
+        ``HEAD_LIMIT`` bytes are refused (431), also while they are still arriving: the
+        parser would keep all of them in memory.
+
+        While a head is incomplete, a chunk is counted whole if it is all head (the head
+        went on from an earlier chunk) or starts with it (a client waits for each answer
+        before sending the next request); with pipelined requests, a chunk in which one
+        request completed and the next began is not counted, nor is the chunk in which
+        trailers start. ``on_headers_complete`` then measures a head exactly."""
+        self._began = self._completed = False
+        trailing = self._in_trailers
+        super().data_received(data)
+        if self.transport.is_closing():
+            return
+        head = self._awaiting_head and not (self._began and self._completed)
+        if head or (trailing and self._in_trailers):
+            self._head_bytes += len(data)
+        if self._head_bytes > HEAD_LIMIT:
+            self._refuse(_TOO_LARGE)
+        elif (
+            self._head_timer is None
+            and not self._awaiting_head
+            and (self.cycle is None or self.cycle.response_complete)
+        ):
+            # Bytes that began no request (a CRLF between requests, the rest of a body the
+            # app answered without reading): the connection gets no keep-alive timer from
+            # uvicorn again until an answer, so the head timer bounds it.
+            self._arm_head_timer()
 
     def _arm_head_timer(self) -> None:
         if self._head_timer is None:
@@ -108,32 +155,16 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         """No complete request line and headers within the timeout: a partial head gets
-        408, a connection that sent nothing is closed (nothing was asked)."""
+        408; a connection that sent no request is closed (nothing was asked)."""
         self._head_timer = None
         if self.transport.is_closing():
             return
         if self.cycle is not None and not self.cycle.response_complete:
             self._arm_head_timer()  # pipelined: reading waits on the answer in progress
         elif self._awaiting_head:
-            self._refuse(408, "request_timeout", HEAD_TIMEOUT_MESSAGE, "request head timed out")
+            self._refuse(_TIMED_OUT)
         else:
             self.transport.close()
-
-    def data_received(self, data: bytes) -> None:
-        """As uvicorn's, but a request line and headers over ``HEAD_LIMIT`` bytes are refused
-        (431), also while they are still arriving: the parser would keep all of them.
-
-        While a head is incomplete, a chunk is counted whole: it is all head, or it starts
-        with it (a client waits for each answer before sending the next request); with
-        pipelined requests, a chunk in which one request completed and the next began is
-        not counted. ``on_headers_complete`` then measures the head exactly."""
-        self._began = self._completed = False
-        super().data_received(data)
-        if self._awaiting_head and not self.transport.is_closing():
-            if not (self._began and self._completed):
-                self._head_bytes += len(data)
-            if self._head_bytes > HEAD_LIMIT:
-                self._refuse(431, "headers_too_large", HEAD_TOO_LARGE_MESSAGE, "request head too large")
 
     def on_message_begin(self) -> None:
         self._awaiting_head, self._head_bytes, self._began = True, 0, True
@@ -144,25 +175,53 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
         self._awaiting_head = False
         self._disarm_head_timer()
         if len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers) > HEAD_LIMIT:
-            self._head_too_large = True
-            raise _HeadTooLarge
+            self._refusal = _TOO_LARGE
+            raise _Refused
+        upgrade = self.parser.should_upgrade()
+        if upgrade and any(
+            name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0")
+            for name, value in self.headers
+        ):
+            self._refusal = _UPGRADE_WITH_BODY
+            raise _Refused
         super().on_headers_complete()
+        if upgrade:
+            # No upgrade is done (ws="none") and the request is served as HTTP/1.1, but the
+            # parser has stopped reading this connection: close it after the answer, so a
+            # request sent behind this one fails at once instead of waiting unanswered.
+            self.cycle.keep_alive = False
+
+    def on_chunk_header(self) -> None:
+        self._in_trailers = True  # until the chunk's data: the last chunk has none
+        self._head_bytes = 0
+
+    def on_body(self, body: bytes) -> None:
+        self._in_trailers = False
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self._completed = True
+        self._completed, self._in_trailers = True, False
         super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
-        if self._head_too_large:
-            self._refuse(431, "headers_too_large", HEAD_TOO_LARGE_MESSAGE, "request head too large")
-        else:
-            self._refuse(400, "bad_request", MALFORMED_HTTP_MESSAGE, "malformed HTTP request")
+        refusal, self._refusal = self._refusal, _MALFORMED
+        self._refuse(refusal)
 
-    def _refuse(self, status: int, code: str, message: str, logged: str) -> None:
+    def _refuse(self, refusal: _Refusal) -> None:
+        """Answer ``refusal`` and close; but when an answer is under way, or the failing bytes
+        belong to a request already answered, an error written then would corrupt that
+        answer or answer twice: the connection is just closed."""
+        status, code, message, logged = refusal
         request_id = "req_" + random_hex(12)
         log.warning(logged, extra={"fields": {"requestId": request_id, "status": status}})
-        headers = self.server_state.default_headers
-        self.transport.write(error_answer(status, code, message, request_id, headers))
+        cycle = self.cycle
+        if (
+            cycle is None
+            or (not cycle.more_body and cycle.response_complete)  # a new request failed
+            or (cycle.more_body and not cycle.response_started)  # this request's body failed
+        ):
+            headers = self.server_state.default_headers
+            self.transport.write(error_answer(status, code, message, request_id, headers))
         self.transport.close()
 
     def _unsupported_upgrade_warning(self) -> None:

@@ -120,12 +120,27 @@ def configure_logging(level: str = "INFO") -> None:
     root.propagate = False
 
 
+class _DropParserWarning(logging.Filter):
+    """uvicorn's "Invalid HTTP request received." comes before every refusal that
+    ``api.http_protocol`` logs itself, with its request id and status (and for a 431 or an
+    Upgrade with a body, uvicorn's words would be wrong)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Invalid HTTP request received."
+
+
 def uvicorn_log_config(level: str = "INFO") -> dict[str, Any]:
     """Uvicorn's own messages (start-up, shutdown, errors) as the same JSON lines."""
-    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": "json",
+        "stream": "ext://sys.stderr",
+        "filters": ["parser_warning"],
+    }
     return {
         "version": 1,
         "disable_existing_loggers": False,
+        "filters": {"parser_warning": {"()": _DropParserWarning}},
         "formatters": {"json": {"()": JsonFormatter}},
         "handlers": {"json": handler},
         "loggers": {
