@@ -37,3 +37,22 @@ def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]
 
 def detail_codes(response: httpx.Response) -> list[tuple[str, str]]:
     return [(d["path"], d["code"]) for d in response.json()["error"].get("details", [])]
+
+
+def http_scope(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """An ASGI HTTP scope for ``path`` (already under the base path), as uvicorn builds one,
+    for tests that drive the app's ASGI callable themselves."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 1234),
+        "server": ("testserver", 80),
+    }

@@ -288,6 +288,21 @@ WEBSOCKET_HANDSHAKE = (
 )
 
 
+def endless_field(server: Server, start: bytes) -> bytes:
+    """Send ``start``, then 100 KiB of a field's value that never ends; what the server answers."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        conn.sendall(start)
+        answer = b""
+        with contextlib.suppress(ConnectionError):  # the server may close while this still sends
+            for _ in range(100):
+                conn.sendall(b"a" * 1024)
+                time.sleep(0.002)
+        with contextlib.suppress(ConnectionError):  # a reset may follow the answer
+            while chunk := conn.recv(65536):
+                answer += chunk
+    return answer
+
+
 def check_malformed_http(server: Server, live_key: str) -> None:
     """Bytes that are not HTTP get the contract's error shape from uvicorn's parser, never text/plain."""
     for why, request in MALFORMED_HTTP.items():
@@ -311,16 +326,7 @@ def check_malformed_http(server: Server, live_key: str) -> None:
         assert status.startswith("HTTP/1.1 431"), (why, status)
         assert json.loads(body)["error"]["code"] == "headers_too_large", why
         assert headers["connection"] == "close", why
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
-        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Endless: ")
-        answer = b""
-        with contextlib.suppress(ConnectionError):  # the server may close while this still sends
-            for _ in range(100):  # 100 KiB, and never the end of the header
-                conn.sendall(b"a" * 1024)
-                time.sleep(0.002)
-        with contextlib.suppress(ConnectionError):  # a reset may follow the answer
-            while chunk := conn.recv(65536):
-                answer += chunk
+    answer = endless_field(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Endless: ")
     assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:  # the limit is per request
         for _ in range(30):
@@ -337,16 +343,7 @@ def check_malformed_http(server: Server, live_key: str) -> None:
         b"POST /operator-data-api/entities HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
         b"Authorization: Bearer " + live_key.encode() + b"\r\n\r\n2\r\n{}\r\n0\r\nX-Trailer: "
     )  # (authenticated: the route then waits for the whole body before it answers)
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
-        conn.sendall(trailers)
-        answer = b""
-        with contextlib.suppress(ConnectionError):  # the server may close while this still sends
-            for _ in range(100):
-                conn.sendall(b"a" * 1024)
-                time.sleep(0.002)
-        with contextlib.suppress(ConnectionError):  # a reset may follow the answer
-            while chunk := conn.recv(65536):
-                answer += chunk
+    answer = endless_field(server, trailers)
     assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
 
     # An Upgrade is not done: with a body (which the parser would skip) 400; without one the

@@ -15,7 +15,7 @@ from onehazel.services.auth import CreatedOperator
 from onehazel.services.container import Services
 from onehazel.storage.tables import entities, events, jobs
 from tests.conftest import Api
-from tests.helpers import assert_error_shape, error_of
+from tests.helpers import assert_error_shape, error_of, http_scope
 
 MIB = 1024 * 1024
 
@@ -610,24 +610,12 @@ async def test_a_client_gone_mid_body_is_a_499_not_a_500(api: Api, services: Ser
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": BASE + path,
-        "raw_path": (BASE + path).encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"authorization", f"Bearer {api.key}".encode()),
-            (b"content-type", b"application/json"),
-            (b"content-length", b"1000"),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
+    headers = [
+        (b"authorization", f"Bearer {api.key}".encode()),
+        (b"content-type", b"application/json"),
+        (b"content-length", b"1000"),
+    ]
+    scope = http_scope("POST", BASE + path, headers)
     errors: list[logging.LogRecord] = []
     handler = logging.Handler(logging.ERROR)
     handler.emit = errors.append  # type: ignore[method-assign]

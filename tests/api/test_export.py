@@ -19,6 +19,7 @@ from onehazel.api.app import BASE, create_app
 from onehazel.jobs.worker import Worker
 from onehazel.services.container import Services
 from tests.conftest import Api
+from tests.helpers import http_scope
 
 PLAYER = {
     "email": "ada@example.com",
@@ -287,20 +288,8 @@ class AsgiCapture:
         return self.services
 
     async def get(self, path: str, key: str, *, on_chunk: Any = None) -> None:
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": BASE + path,
-            "raw_path": (BASE + path).encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"host", b"testserver"), (b"authorization", f"Bearer {key}".encode())],
-            "client": ("127.0.0.1", 1234),
-            "server": ("testserver", 80),
-        }
+        headers = [(b"host", b"testserver"), (b"authorization", f"Bearer {key}".encode())]
+        scope = http_scope("GET", BASE + path, headers)
         sent = False
 
         async def receive() -> dict[str, Any]:
