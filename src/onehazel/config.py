@@ -92,7 +92,8 @@ class Config:
     def head_timeout_seconds(self) -> float:
         """How long ``serve`` waits for a request's line and headers, from the connection's
         opening (its first request) or the request's first byte (later ones)
-        (ONEHAZEL_HEAD_TIMEOUT_SECONDS, default 20): a client
+        (ONEHAZEL_HEAD_TIMEOUT_SECONDS, default 20), and for a body (then extended by a
+        second for every 500 bytes received: ``api.http_protocol.BODY_MIN_RATE``): a client
         that opens connections and sends nothing, or headers a byte at a time, would
         otherwise hold each connection for ever."""
         return _positive(self.env, "ONEHAZEL_HEAD_TIMEOUT_SECONDS", 20.0)

@@ -303,6 +303,16 @@ def endless_field(server: Server, start: bytes) -> bytes:
     return answer
 
 
+def read_answer(conn: socket.socket) -> bytes:
+    """One whole answer (head and a JSON body) from ``conn``."""
+    answer = b""
+    while not (answer.endswith(b"}") and b"\r\n\r\n" in answer):
+        chunk = conn.recv(65536)
+        assert chunk, answer
+        answer += chunk
+    return answer
+
+
 def check_malformed_http(server: Server, live_key: str) -> None:
     """Bytes that are not HTTP get the contract's error shape from uvicorn's parser, never text/plain."""
     for why, request in MALFORMED_HTTP.items():
@@ -360,20 +370,34 @@ def check_malformed_http(server: Server, live_key: str) -> None:
     assert answer.count(b"HTTP/1.1 200") == 1, answer
     assert b"connection: close" in answer.lower(), answer
 
-    # A head must arrive within ONEHAZEL_HEAD_TIMEOUT_SECONDS (HEAD_TIMEOUT here) of the first byte.
+    # A head must arrive within ONEHAZEL_HEAD_TIMEOUT_SECONDS (HEAD_TIMEOUT here) of the first byte;
+    # a body too, and then at least 500 bytes a second.
+    authorized = b"Authorization: Bearer " + live_key.encode() + b"\r\nContent-Type: application/json\r\n"
+    entity = b'{"externalId": "slow-1", "type": "player", "attributes": {"note": "' + b"x" * 3000 + b'"}}'
     with (
         socket.create_connection(("127.0.0.1", server.port), timeout=10) as silent,
         socket.create_connection(("127.0.0.1", server.port), timeout=10) as partial,
         socket.create_connection(("127.0.0.1", server.port), timeout=10) as blank_line,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as stalled,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow,
     ):
         opened = time.monotonic()
         partial.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         blank_line.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        answer = b""
-        while not answer.endswith(b'{"status":"ok"}'):
-            answer += blank_line.recv(65536)
-        assert answer.startswith(b"HTTP/1.1 200")
+        assert read_answer(blank_line).startswith(b"HTTP/1.1 200")
         blank_line.sendall(b"\r\n")  # begins no request: without the timer, held for ever
+        stalled.sendall(b"POST /operator-data-api/entities HTTP/1.1\r\nHost: x\r\n" + authorized)
+        stalled.sendall(b"Content-Length: 100\r\n\r\n" + entity[:20])
+        slow.sendall(b"POST /operator-data-api/entities HTTP/1.1\r\nHost: x\r\n" + authorized)
+        slow.sendall(b"Content-Length: %d\r\n\r\n" % len(entity))
+        for start in range(0, len(entity), 100):  # ~1,000 bytes a second, for 3 s
+            slow.sendall(entity[start : start + 100])
+            time.sleep(0.1)
+        assert read_answer(slow).startswith(b"HTTP/1.1 201")  # slow but steady: stored
+        answer = read_answer(stalled)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+        timed_out = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+        assert "body" in timed_out["message"]
         assert silent.recv(100) == b""  # closed: nothing was asked, so nothing is answered
         assert time.monotonic() - opened >= HEAD_TIMEOUT - 0.5
         answer = b""
@@ -382,6 +406,12 @@ def check_malformed_http(server: Server, live_key: str) -> None:
         assert blank_line.recv(100) == b""
     assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["code"] == "request_timeout"
+    # The route that was reading the stalled body logs that request as the 408 it got, same id.
+    logged = [json.loads(line) for line in server.stderr.splitlines() if timed_out["requestId"] in line]
+    assert {(entry["msg"], entry["status"]) for entry in logged} == {
+        ("request body timed out", 408),
+        ("request", 408),
+    }, logged
 
     # No WebSocket route: the Upgrade is ignored (RFC 9110 7.8) and the request served as HTTP.
     status, headers, body = raw_exchange(server, WEBSOCKET_HANDSHAKE)

@@ -45,7 +45,8 @@ and the latest states, checked against a data template (`tpl_igaming`).
   `Content-Length` or `Transfer-Encoding`, a control character in a header) is
   `400 bad_request` in the same error shape, and the connection is closed; a request line
   and headers over 64 KiB in all, `431 headers_too_large`; one not in within 20 s
-  (`ONEHAZEL_HEAD_TIMEOUT_SECONDS`), `408 request_timeout`. An `Upgrade`
+  (`ONEHAZEL_HEAD_TIMEOUT_SECONDS`), or a body not coming at 500 bytes a second after
+  that, `408 request_timeout`. An `Upgrade`
   header (WebSocket, h2c) is not done: a request without a body is served as HTTP/1.1
   (then the connection is closed), one with a body is `400 bad_request`.
 * `X-Request-Id`: a client-sent id of 1-128 characters from `A-Z a-z 0-9 - _ . : / = + ~ @`

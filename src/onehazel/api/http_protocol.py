@@ -14,7 +14,9 @@ A request line and headers must also arrive within ``head_timeout()`` (20 s by
 default) of the connection's opening or, later, the request's first byte, else ``408
 request_timeout`` (a connection that sent nothing is just closed): uvicorn times
 out idle connections only after an answer, so connections opened and left silent,
-or fed a header a byte at a time, were held for ever.
+or fed a header a byte at a time, were held for ever. A body that does not come
+with its head gets the same time, extended by a second per ``BODY_MIN_RATE``
+bytes received, else 408; the route reading it then logs the request as that 408.
 
 It also serves requests that ask to switch protocols (``Upgrade: websocket``,
 ``h2c``) as the plain HTTP/1.1 requests they also are: this API has no WebSocket
@@ -34,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from typing import Any, cast
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -43,6 +46,9 @@ from onehazel.services.ids import random_hex
 
 log = logging.getLogger("onehazel")
 
+# Set in a request's ASGI scope when its body was refused here (the status answered).
+REFUSED = "onehazel.refused"
+
 MALFORMED_HTTP_MESSAGE = "the request is not valid HTTP/1.1 and could not be read; the connection is closed"
 # The request line and headers together; the parser keeps them in memory until they end.
 HEAD_LIMIT = 64 * 1024
@@ -51,6 +57,9 @@ HEAD_TOO_LARGE_MESSAGE = (
 )
 
 HEAD_TIMEOUT_MESSAGE = "the request line and headers did not arrive in time; the connection is closed"
+# A body has the head timeout, extended by a second for every BODY_MIN_RATE bytes received
+# (Apache's mod_reqtimeout "body=20,MinRate=500"): slow links pass, a stalled body does not.
+BODY_MIN_RATE = 500
 
 
 def error_answer(
@@ -90,6 +99,13 @@ _UPGRADE_WITH_BODY: _Refusal = (
     "Upgrade request with a body",
 )
 _TIMED_OUT: _Refusal = (408, "request_timeout", HEAD_TIMEOUT_MESSAGE, "request head timed out")
+_BODY_TIMED_OUT: _Refusal = (
+    408,
+    "request_timeout",
+    f"the request body did not arrive in time (at least {BODY_MIN_RATE} bytes a second after the first "
+    "seconds); the connection is closed",
+    "request body timed out",
+)
 
 
 @functools.cache
@@ -105,6 +121,10 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
     _began = _completed = False  # in the chunk being parsed: a request began, one completed
     _refusal: _Refusal = _MALFORMED
     _head_timer: asyncio.TimerHandle | None = None
+    _body_timer: asyncio.TimerHandle | None = None
+    _body_of: object = None  # the request (uvicorn's cycle) whose body the body timer waits for
+    _body_since = 0.0
+    _body_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -112,6 +132,9 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -143,6 +166,30 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
             # app answered without reading): the connection gets no keep-alive timer from
             # uvicorn again until an answer, so the head timer bounds it.
             self._arm_head_timer()
+        elif self._waiting_for_body() and self._body_of is not self.cycle:
+            # A body that did not come with its head (most do: no timer for them).
+            self._body_of, self._body_since = self.cycle, self.loop.time()
+            if self._body_timer is None:
+                self._body_timer = self.loop.call_later(head_timeout(), self._body_timed_out)
+
+    def _waiting_for_body(self) -> bool:
+        cycle = self.cycle
+        return cycle is not None and cycle.more_body and not cycle.response_started
+
+    def _body_timed_out(self) -> None:
+        """A body must keep coming at ``BODY_MIN_RATE`` after the first ``head_timeout()``
+        seconds; else 408. Not while uvicorn itself holds reading (the app is behind)."""
+        self._body_timer = None
+        if self.transport.is_closing() or self._body_of is not self.cycle or not self._waiting_for_body():
+            return
+        now = self.loop.time()
+        deadline = self._body_since + head_timeout() + self._body_bytes / BODY_MIN_RATE
+        if self.flow.read_paused:
+            deadline = max(deadline, now + 1)
+        if now < deadline:
+            self._body_timer = self.loop.call_later(deadline - now, self._body_timed_out)
+        else:
+            self._refuse(_BODY_TIMED_OUT)
 
     def _arm_head_timer(self) -> None:
         if self._head_timer is None:
@@ -184,6 +231,7 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
         ):
             self._refusal = _UPGRADE_WITH_BODY
             raise _Refused
+        self._body_bytes = 0
         super().on_headers_complete()
         if upgrade:
             # No upgrade is done (ws="none") and the request is served as HTTP/1.1, but the
@@ -197,6 +245,7 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
 
     def on_body(self, body: bytes) -> None:
         self._in_trailers = False
+        self._body_bytes += len(body)
         super().on_body(body)
 
     def on_message_complete(self) -> None:
@@ -212,9 +261,15 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
         belong to a request already answered, an error written then would corrupt that
         answer or answer twice: the connection is just closed."""
         status, code, message, logged = refusal
-        request_id = "req_" + random_hex(12)
-        log.warning(logged, extra={"fields": {"requestId": request_id, "status": status}})
         cycle = self.cycle
+        request_id = "req_" + random_hex(12)
+        if cycle is not None and cycle.more_body and not cycle.response_started:
+            # This request's body failed while the app reads it: the app then sees the
+            # connection go, and logs and counts the request with this status (body.read_body).
+            scope = cast(dict[str, Any], cycle.scope)
+            request_id = str(scope.get("request_id") or request_id)
+            scope[REFUSED] = status
+        log.warning(logged, extra={"fields": {"requestId": request_id, "status": status}})
         if (
             cycle is None
             or (not cycle.more_body and cycle.response_complete)  # a new request failed

@@ -119,6 +119,20 @@ class UnsupportedMediaType(ApiError):
     status, code = 415, "unsupported_media_type"
 
 
+class BadRequest(ApiError):
+    """Bytes that are not HTTP/1.1 (answered by ``api.http_protocol`` before any route)."""
+
+    status, code = 400, "bad_request"
+
+
+class RequestTimeout(ApiError):
+    status, code = 408, "request_timeout"
+
+
+class HeadersTooLarge(ApiError):
+    status, code = 431, "headers_too_large"
+
+
 class ClientClosedRequest(ApiError):
     """The client went away before its whole body arrived: nothing was done, and nobody reads
     the answer. 499 is how nginx logs it; it stands in the metrics and the log, not a 500."""
