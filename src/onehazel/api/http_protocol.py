@@ -132,10 +132,13 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
+        self._disarm_body_timer()
+        super().connection_lost(exc)
+
+    def _disarm_body_timer(self) -> None:
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None
-        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         """As uvicorn's, but a request line and headers (or a chunked body's trailers) over
@@ -250,6 +253,7 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._completed, self._in_trailers = True, False
+        self._disarm_body_timer()  # (else each request whose body came apart left one for 20 s)
         super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
