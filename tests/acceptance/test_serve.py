@@ -356,6 +356,27 @@ def check_malformed_http(server: Server, live_key: str) -> None:
     answer = endless_field(server, trailers)
     assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
 
+    # Pipelined behind a good request, a bad one is refused after the good one's answer.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nFO\x01O / HTTP/1.1\r\n\r\n")
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+    assert b'{"status":"ok"}HTTP/1.1 400' in answer, answer
+
+    # A chunked body whose reads end right after a chunk-size line is a body, not trailers.
+    chunk = b" " * 70_000
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        conn.sendall(b"PUT /operator-data-api/settings HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n")
+        conn.sendall(b"Authorization: Bearer " + live_key.encode() + b"\r\nConnection: close\r\n\r\n")
+        parts = (b"1c\r\n", b'{"templateId":"tpl_igaming"}\r\n', b"%x\r\n" % len(chunk))
+        parts += (chunk + b"\r\n0\r\n\r\n",)
+        for part in parts:
+            conn.sendall(part)
+            time.sleep(0.05)
+        assert read_answer(conn).startswith(b"HTTP/1.1 200")
+
     # An Upgrade is not done: with a body (which the parser would skip) 400; without one the
     # request is answered and the connection closed, so a request behind it fails at once.
     with_body = WEBSOCKET_HANDSHAKE.replace(b"GET", b"POST", 1)[:-2] + b"Content-Length: 2\r\n\r\n{}"
@@ -380,6 +401,8 @@ def check_malformed_http(server: Server, live_key: str) -> None:
         socket.create_connection(("127.0.0.1", server.port), timeout=10) as blank_line,
         socket.create_connection(("127.0.0.1", server.port), timeout=10) as stalled,
         socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as went_quiet,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as answered_early,
     ):
         opened = time.monotonic()
         partial.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
@@ -388,11 +411,23 @@ def check_malformed_http(server: Server, live_key: str) -> None:
         blank_line.sendall(b"\r\n")  # begins no request: without the timer, held for ever
         stalled.sendall(b"POST /operator-data-api/entities HTTP/1.1\r\nHost: x\r\n" + authorized)
         stalled.sendall(b"Content-Length: 100\r\n\r\n" + entity[:20])
+        went_quiet.sendall(b"POST /operator-data-api/entities HTTP/1.1\r\nHost: x\r\n" + authorized)
+        went_quiet.sendall(b"Content-Length: 100000\r\n\r\n" + b" " * 5000)  # then nothing
+        quiet_since = time.monotonic()
+        answered_early.sendall(b"POST /operator-data-api/entities HTTP/1.1\r\nHost: x\r\n")
+        steps = range(0, len(entity), 100)
+        answered_early.sendall(b"Content-Length: %d\r\n\r\n" % (len(steps) * 1000))  # no key: 401 at once
+        assert read_answer(answered_early).startswith(b"HTTP/1.1 401")
         slow.sendall(b"POST /operator-data-api/entities HTTP/1.1\r\nHost: x\r\n" + authorized)
         slow.sendall(b"Content-Length: %d\r\n\r\n" % len(entity))
-        for start in range(0, len(entity), 100):  # ~1,000 bytes a second, for 3 s
+        for start in steps:  # ~1,000 bytes a second, for 3 s
             slow.sendall(entity[start : start + 100])
+            answered_early.sendall(b" " * 1000)  # the answered body goes on at the same pace
             time.sleep(0.1)
+        assert read_answer(went_quiet).startswith(b"HTTP/1.1 408")  # silent for the timeout: no credit
+        assert time.monotonic() - quiet_since < HEAD_TIMEOUT + 2  # (5000 bytes would have earned 10 s)
+        answered_early.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # same connection, later
+        assert read_answer(answered_early).startswith(b"HTTP/1.1 200")
         assert read_answer(slow).startswith(b"HTTP/1.1 201")  # slow but steady: stored
         answer = read_answer(stalled)
         assert answer.startswith(b"HTTP/1.1 408"), answer[:100]

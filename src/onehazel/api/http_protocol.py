@@ -36,11 +36,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections import deque
 from typing import Any, cast
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from onehazel.api.observability import request_id_of
 from onehazel.config import Config
 from onehazel.services.ids import random_hex
 
@@ -116,15 +118,17 @@ def head_timeout() -> float:
 
 class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
     _awaiting_head = False  # a request has begun and its line and headers have not all come
-    _head_bytes = 0  # bytes received while it was so
+    _head_bytes = 0  # bytes received while it was so (or while trailers were)
     _in_trailers = False  # after a chunked body's last chunk: trailer fields, counted as a head
-    _began = _completed = False  # in the chunk being parsed: a request began, one completed
+    _began = _completed = _body_read = False  # in this read: a request began, one completed, body
+    _body_open = False  # the newest request's head is in and its body has not all come
     _refusal: _Refusal = _MALFORMED
     _head_timer: asyncio.TimerHandle | None = None
     _body_timer: asyncio.TimerHandle | None = None
     _body_of: object = None  # the request (uvicorn's cycle) whose body the body timer waits for
-    _body_since = 0.0
+    _body_since = _body_last = 0.0  # when it started to wait; when a body byte last came
     _body_bytes = 0
+    _after_answers: bytes | None = None  # a refusal to write once the answers under way are
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -135,60 +139,64 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
         self._disarm_body_timer()
         super().connection_lost(exc)
 
-    def _disarm_body_timer(self) -> None:
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
-
     def data_received(self, data: bytes) -> None:
         """As uvicorn's, but a request line and headers (or a chunked body's trailers) over
         ``HEAD_LIMIT`` bytes are refused (431), also while they are still arriving: the
-        parser would keep all of them in memory.
+        parser would keep all of them in memory; and a timer watches a connection that
+        waits for a head or a body.
 
-        While a head is incomplete, a chunk is counted whole if it is all head (the head
-        went on from an earlier chunk) or starts with it (a client waits for each answer
-        before sending the next request); with pipelined requests, a chunk in which one
-        request completed and the next began is not counted, nor is the chunk in which
+        While a head is incomplete, a read is counted whole if it is all head (the head
+        went on from an earlier read) or starts with it (a client waits for each answer
+        before sending the next request); with pipelined requests, a read in which one
+        request completed and the next began is not counted, nor is the read in which
         trailers start. ``on_headers_complete`` then measures a head exactly."""
-        self._began = self._completed = False
+        if self._after_answers is not None:
+            return  # refused: the rest of the stream is not read (body of _refuse)
+        self._began = self._completed = self._body_read = False
         trailing = self._in_trailers
         super().data_received(data)
         if self.transport.is_closing():
             return
         head = self._awaiting_head and not (self._began and self._completed)
-        if head or (trailing and self._in_trailers):
+        if head or (trailing and self._in_trailers and not self._body_read):
             self._head_bytes += len(data)
         if self._head_bytes > HEAD_LIMIT:
             self._refuse(_TOO_LARGE)
+        elif self._body_open:
+            if self._body_of is not self.cycle:  # a body that did not come with its head
+                self._body_of = self.cycle
+                self._body_since = self._body_last = self.loop.time()
+                if self._body_timer is None:
+                    self._body_timer = self.loop.call_later(head_timeout(), self._body_timed_out)
         elif (
             self._head_timer is None
+            and self.timeout_keep_alive_task is None
             and not self._awaiting_head
             and (self.cycle is None or self.cycle.response_complete)
         ):
-            # Bytes that began no request (a CRLF between requests, the rest of a body the
-            # app answered without reading): the connection gets no keep-alive timer from
-            # uvicorn again until an answer, so the head timer bounds it.
+            # Bytes that began no request (a CRLF between requests): uvicorn's data_received
+            # cancelled its keep-alive timer, and arms it again only after an answer.
             self._arm_head_timer()
-        elif self._waiting_for_body() and self._body_of is not self.cycle:
-            # A body that did not come with its head (most do: no timer for them).
-            self._body_of, self._body_since = self.cycle, self.loop.time()
-            if self._body_timer is None:
-                self._body_timer = self.loop.call_later(head_timeout(), self._body_timed_out)
 
-    def _waiting_for_body(self) -> bool:
-        cycle = self.cycle
-        return cycle is not None and cycle.more_body and not cycle.response_started
+    def _disarm_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
 
     def _body_timed_out(self) -> None:
-        """A body must keep coming at ``BODY_MIN_RATE`` after the first ``head_timeout()``
-        seconds; else 408. Not while uvicorn itself holds reading (the app is behind)."""
+        """A body (answered or not) must keep coming: at ``BODY_MIN_RATE`` on average after
+        the first ``head_timeout()`` seconds, and never silent for that long; else 408 (or,
+        if it was answered already, the connection is closed). Its clock starts again while
+        the request waits behind another one or uvicorn holds reading (the app is behind)."""
         self._body_timer = None
-        if self.transport.is_closing() or self._body_of is not self.cycle or not self._waiting_for_body():
+        if self.transport.is_closing() or self._body_of is not self.cycle or not self._body_open:
             return
         now = self.loop.time()
-        deadline = self._body_since + head_timeout() + self._body_bytes / BODY_MIN_RATE
-        if self.flow.read_paused:
-            deadline = max(deadline, now + 1)
+        if self.pipeline or self.flow.read_paused:
+            self._body_since = self._body_last = now
+        timeout = head_timeout()
+        earned = self._body_since + timeout + self._body_bytes / BODY_MIN_RATE
+        deadline = min(earned, self._body_last + timeout)
         if now < deadline:
             self._body_timer = self.loop.call_later(deadline - now, self._body_timed_out)
         else:
@@ -234,7 +242,7 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
         ):
             self._refusal = _UPGRADE_WITH_BODY
             raise _Refused
-        self._body_bytes = 0
+        self._body_open, self._body_bytes = True, 0
         super().on_headers_complete()
         if upgrade:
             # No upgrade is done (ws="none") and the request is served as HTTP/1.1, but the
@@ -247,41 +255,62 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
 
     def on_body(self, body: bytes) -> None:
-        self._in_trailers = False
+        self._in_trailers, self._body_read = False, True
         self._body_bytes += len(body)
+        self._body_last = self.loop.time()
         super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self._completed, self._in_trailers = True, False
+        self._completed, self._in_trailers, self._body_open = True, False, False
         self._disarm_body_timer()  # (else each request whose body came apart left one for 20 s)
+        answered = self.cycle is not None and self.cycle.response_complete
         super().on_message_complete()
+        if answered and not self.pipeline and self.timeout_keep_alive_task is None:
+            # Answered before its body ended: uvicorn armed its keep-alive timer at the
+            # answer, and the body's bytes cancelled it. The connection is idle now.
+            self._disarm_head_timer()
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
 
     def send_400_response(self, msg: str) -> None:
         refusal, self._refusal = self._refusal, _MALFORMED
         self._refuse(refusal)
 
     def _refuse(self, refusal: _Refusal) -> None:
-        """Answer ``refusal`` and close; but when an answer is under way, or the failing bytes
-        belong to a request already answered, an error written then would corrupt that
-        answer or answer twice: the connection is just closed."""
+        """Answer ``refusal`` and close. When an earlier request's answer is under way or
+        queued (pipelining), the refusal waits until those answers are written (an error
+        written now would land inside one); when the failing bytes are the rest of a body
+        already answered, the connection is just closed (it would answer twice)."""
         status, code, message, logged = refusal
-        cycle = self.cycle
+        cycle, queued = self.cycle, bool(self.pipeline)
+        own_body = cycle is not None and self._body_open and not queued and not cycle.response_started
+        new_request = not queued and (cycle is None or (not self._body_open and cycle.response_complete))
         request_id = "req_" + random_hex(12)
-        if cycle is not None and cycle.more_body and not cycle.response_started:
-            # This request's body failed while the app reads it: the app then sees the
-            # connection go, and logs and counts the request with this status (body.read_body).
+        if own_body:
+            # The app reads (or is about to read) this body: it sees the connection go, and
+            # logs and counts the request with this status and id (body.read_body).
             scope = cast(dict[str, Any], cycle.scope)
-            request_id = str(scope.get("request_id") or request_id)
-            scope[REFUSED] = status
+            request_id = str(scope.get("request_id") or request_id_of(scope))
+            scope["request_id"], scope[REFUSED] = request_id, status
         log.warning(logged, extra={"fields": {"requestId": request_id, "status": status}})
-        if (
-            cycle is None
-            or (not cycle.more_body and cycle.response_complete)  # a new request failed
-            or (cycle.more_body and not cycle.response_started)  # this request's body failed
-        ):
-            headers = self.server_state.default_headers
-            self.transport.write(error_answer(status, code, message, request_id, headers))
+        answer = error_answer(status, code, message, request_id, self.server_state.default_headers)
+        if own_body or new_request:
+            self.transport.write(answer)
+        elif not (cycle is not None and cycle.response_complete and not queued):
+            if queued and self._body_open:  # the failing request waits in the queue: drop it
+                self.pipeline = deque(entry for entry in self.pipeline if entry[0] is not cycle)
+            self._after_answers = answer
+            self.flow.pause_reading()
+            return
         self.transport.close()
+
+    def on_response_complete(self) -> None:
+        waiting = len(self.pipeline)
+        super().on_response_complete()
+        if self._after_answers is not None and not waiting and not self.transport.is_closing():
+            self.transport.write(self._after_answers)  # every earlier answer is written now
+            self.transport.close()
 
     def _unsupported_upgrade_warning(self) -> None:
         """Called by uvicorn for an ``Upgrade`` it will not do; the request is served as HTTP/1.1."""

@@ -174,6 +174,12 @@ def _decode_path(scope: Scope) -> None:
         scope["path"] = unquote(re.sub("%2[fF]", "%EF%BF%BF", raw_text), errors="replace")
 
 
+def request_id_of(scope: Scope) -> str:
+    """The client's X-Request-Id when it is safe to echo and log, else a new ``req_...`` id."""
+    incoming = next((v for k, v in scope.get("headers", []) if k == b"x-request-id"), b"").decode("latin-1")
+    return incoming if _REQUEST_ID.fullmatch(incoming) else "req_" + random_hex(12)
+
+
 class Observability:
     def __init__(self, app: ASGIApp, *, metrics: Metrics, base: str = "") -> None:
         self.app = app
@@ -185,9 +191,7 @@ class Observability:
             await self.app(scope, receive, send)
             return
         _decode_path(scope)
-        headers = scope.get("headers", [])
-        incoming = next((v for k, v in headers if k == b"x-request-id"), b"").decode("latin-1")
-        request_id = incoming if _REQUEST_ID.fullmatch(incoming) else "req_" + random_hex(12)
+        request_id = scope.get("request_id") or request_id_of(scope)  # (the protocol's, if it refused)
         scope["request_id"] = request_id
         started = time.perf_counter()
         state = {"status": 0}
