@@ -295,12 +295,13 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
             scope["request_id"], scope[REFUSED] = request_id, status
         log.warning(logged, extra={"fields": {"requestId": request_id, "status": status}})
         answer = error_answer(status, code, message, request_id, self.server_state.default_headers)
+        answered = cycle is not None and self._body_open and not queued and cycle.response_started
         if own_body or new_request:
             self.transport.write(answer)
-        elif not (cycle is not None and cycle.response_complete and not queued):
+        elif not (answered and cycle is not None and cycle.response_complete):
             if queued and self._body_open:  # the failing request waits in the queue: drop it
                 self.pipeline = deque(entry for entry in self.pipeline if entry[0] is not cycle)
-            self._after_answers = answer
+            self._after_answers = b"" if answered else answer  # (its own answer is its answer)
             self.flow.pause_reading()
             return
         self.transport.close()
