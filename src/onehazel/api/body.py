@@ -16,21 +16,15 @@ from starlette.requests import ClientDisconnect, Request
 from onehazel.api.http_protocol import REFUSED
 from onehazel.domain.errors import (
     ApiError,
-    BadRequest,
     ClientClosedRequest,
     Detail,
-    HeadersTooLarge,
     InvalidJson,
     PayloadTooLarge,
-    RequestTimeout,
     UnsupportedMediaType,
     ValidationFailed,
 )
 from onehazel.domain.json_text import envelope, parse_exact
 from onehazel.domain.values import json_problem
-
-# What api.http_protocol answered when it refused a body the app was reading.
-_REFUSED: dict[object, type[ApiError]] = {400: BadRequest, 408: RequestTimeout, 431: HeadersTooLarge}
 
 SINGLE_LIMIT = 1024 * 1024
 BATCH_LIMIT = 16 * 1024 * 1024
@@ -72,7 +66,7 @@ async def read_body(request: Request, *, limit: int) -> bytes:
                 raise too_large
             chunks.append(chunk)
     except ClientDisconnect:
-        refused = _REFUSED.get(request.scope.get(REFUSED))  # answered by api.http_protocol
+        refused: type[ApiError] | None = request.scope.get(REFUSED)  # answered by api.http_protocol
         if refused is not None:
             raise refused("the request body was refused before it ended (see the log line before)") from None
         raise ClientClosedRequest("the client closed the connection before the whole body arrived") from None

@@ -44,11 +44,12 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from onehazel.api.observability import request_id_of
 from onehazel.config import Config
+from onehazel.domain.errors import ApiError, BadRequest, HeadersTooLarge, RequestTimeout
 from onehazel.services.ids import random_hex
 
 log = logging.getLogger("onehazel")
 
-# Set in a request's ASGI scope when its body was refused here (the status answered).
+# Set in a request's ASGI scope when its body was refused here: the ApiError class answered.
 REFUSED = "onehazel.refused"
 
 MALFORMED_HTTP_MESSAGE = "the request is not valid HTTP/1.1 and could not be read; the connection is closed"
@@ -64,12 +65,10 @@ HEAD_TIMEOUT_MESSAGE = "the request line and headers did not arrive in time; the
 BODY_MIN_RATE = 500
 
 
-def error_answer(
-    status: int, code: str, message: str, request_id: str, default_headers: list[tuple[bytes, bytes]]
-) -> bytes:
-    """A whole HTTP response (status line, headers, JSON error body) that closes the connection."""
-    body = orjson.dumps({"error": {"code": code, "message": message, "requestId": request_id}})
-    content = [STATUS_LINE[status]]
+def error_answer(error: ApiError, request_id: str, default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """A whole HTTP response (status line, headers, the error's body) that closes the connection."""
+    body = orjson.dumps(error.body(request_id))
+    content = [STATUS_LINE[error.status]]
     for name, value in default_headers:
         content.extend([name, b": ", value, b"\r\n"])
     content.extend(
@@ -90,20 +89,18 @@ class _Refused(Exception):
     which answers with the refusal recorded in ``_refusal``."""
 
 
-_Refusal = tuple[int, str, str, str]  # status, code, message, log line
-_MALFORMED: _Refusal = (400, "bad_request", MALFORMED_HTTP_MESSAGE, "malformed HTTP request")
-_TOO_LARGE: _Refusal = (431, "headers_too_large", HEAD_TOO_LARGE_MESSAGE, "request head too large")
+_Refusal = tuple[type[ApiError], str, str]  # the error answered, its message, the log line
+_MALFORMED: _Refusal = (BadRequest, MALFORMED_HTTP_MESSAGE, "malformed HTTP request")
+_TOO_LARGE: _Refusal = (HeadersTooLarge, HEAD_TOO_LARGE_MESSAGE, "request head too large")
 _UPGRADE_WITH_BODY: _Refusal = (
-    400,
-    "bad_request",
+    BadRequest,
     "a request with both an Upgrade header and a body is not served (the parser would skip the body); "
     "send it without Upgrade (curl: --http1.1); the connection is closed",
     "Upgrade request with a body",
 )
-_TIMED_OUT: _Refusal = (408, "request_timeout", HEAD_TIMEOUT_MESSAGE, "request head timed out")
+_TIMED_OUT: _Refusal = (RequestTimeout, HEAD_TIMEOUT_MESSAGE, "request head timed out")
 _BODY_TIMED_OUT: _Refusal = (
-    408,
-    "request_timeout",
+    RequestTimeout,
     f"the request body did not arrive in time (at least {BODY_MIN_RATE} bytes a second after the first "
     "seconds); the connection is closed",
     "request body timed out",
@@ -282,7 +279,8 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
         queued (pipelining), the refusal waits until those answers are written (an error
         written now would land inside one); when the failing bytes are the rest of a body
         already answered, the connection is just closed (it would answer twice)."""
-        status, code, message, logged = refusal
+        error_class, message, logged = refusal
+        error = error_class(message)
         cycle, queued = self.cycle, bool(self.pipeline)
         own_body = cycle is not None and self._body_open and not queued and not cycle.response_started
         new_request = not queued and (cycle is None or (not self._body_open and cycle.response_complete))
@@ -292,9 +290,9 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
             # logs and counts the request with this status and id (body.read_body).
             scope = cast(dict[str, Any], cycle.scope)
             request_id = str(scope.get("request_id") or request_id_of(scope))
-            scope["request_id"], scope[REFUSED] = request_id, status
-        log.warning(logged, extra={"fields": {"requestId": request_id, "status": status}})
-        answer = error_answer(status, code, message, request_id, self.server_state.default_headers)
+            scope["request_id"], scope[REFUSED] = request_id, error_class
+        log.warning(logged, extra={"fields": {"requestId": request_id, "status": error.status}})
+        answer = error_answer(error, request_id, self.server_state.default_headers)
         answered = cycle is not None and self._body_open and not queued and cycle.response_started
         if own_body or new_request:
             self.transport.write(answer)
