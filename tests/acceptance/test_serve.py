@@ -266,18 +266,29 @@ MALFORMED_HTTP = {
 }
 
 
+def read_answer(conn: socket.socket) -> bytes:
+    """One whole answer from ``conn``: its head, then as many body bytes as Content-Length says."""
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = conn.recv(65536)
+        assert chunk, answer
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    while length and len(body) < int(length.group(1)):
+        chunk = conn.recv(65536)
+        assert chunk, answer
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 def raw_exchange(server: Server, request: bytes) -> tuple[str, dict[str, str], bytes]:
     """Send bytes on a fresh connection; read one answer: status line, headers, body."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
         conn.sendall(request)
-        answer = b""
-        while b"\r\n\r\n" not in answer and (chunk := conn.recv(65536)):
-            answer += chunk
-        head, _, body = answer.partition(b"\r\n\r\n")
-        status, *lines = head.decode("latin-1").split("\r\n")
-        headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-        while len(body) < int(headers.get("content-length", 0)) and (chunk := conn.recv(65536)):
-            body += chunk
+        head, _, body = read_answer(conn).partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
     return status, headers, body
 
 
@@ -300,16 +311,6 @@ def endless_field(server: Server, start: bytes) -> bytes:
         with contextlib.suppress(ConnectionError):  # a reset may follow the answer
             while chunk := conn.recv(65536):
                 answer += chunk
-    return answer
-
-
-def read_answer(conn: socket.socket) -> bytes:
-    """One whole answer (head and a JSON body) from ``conn``."""
-    answer = b""
-    while not (answer.endswith(b"}") and b"\r\n\r\n" in answer):
-        chunk = conn.recv(65536)
-        assert chunk, answer
-        answer += chunk
     return answer
 
 

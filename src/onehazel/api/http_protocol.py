@@ -42,7 +42,7 @@ from typing import Any, cast
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from onehazel.api.observability import request_id_of
+from onehazel.api.observability import incoming_request_id
 from onehazel.config import Config
 from onehazel.domain.errors import ApiError, BadRequest, HeadersTooLarge, RequestTimeout
 from onehazel.services.ids import random_hex
@@ -289,7 +289,7 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
             # The app reads (or is about to read) this body: it sees the connection go, and
             # logs and counts the request with this status and id (body.read_body).
             scope = cast(dict[str, Any], cycle.scope)
-            request_id = str(scope.get("request_id") or request_id_of(scope))
+            request_id = str(scope.get("request_id") or incoming_request_id(scope))
             scope["request_id"], scope[REFUSED] = request_id, error_class
         log.warning(logged, extra={"fields": {"requestId": request_id, "status": error.status}})
         answer = error_answer(error, request_id, self.server_state.default_headers)

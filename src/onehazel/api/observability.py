@@ -174,7 +174,7 @@ def _decode_path(scope: Scope) -> None:
         scope["path"] = unquote(re.sub("%2[fF]", "%EF%BF%BF", raw_text), errors="replace")
 
 
-def request_id_of(scope: Scope) -> str:
+def incoming_request_id(scope: Scope) -> str:
     """The client's X-Request-Id when it is safe to echo and log, else a new ``req_...`` id."""
     incoming = next((v for k, v in scope.get("headers", []) if k == b"x-request-id"), b"").decode("latin-1")
     return incoming if _REQUEST_ID.fullmatch(incoming) else "req_" + random_hex(12)
@@ -191,7 +191,7 @@ class Observability:
             await self.app(scope, receive, send)
             return
         _decode_path(scope)
-        request_id = scope.get("request_id") or request_id_of(scope)  # (the protocol's, if it refused)
+        request_id = scope.get("request_id") or incoming_request_id(scope)  # (the protocol's, if it refused)
         scope["request_id"] = request_id
         started = time.perf_counter()
         state = {"status": 0}
