@@ -297,6 +297,26 @@ async def test_replays_count_once(api: Api, services: Services, operator: Create
     assert sums.json()["data"] == [{"currency": "EUR", "count": 4, "sum": "8.31"}]
 
 
+async def test_a_stored_event_deep_in_a_new_chunk_counts_once(
+    api: Api, services: Services, operator: CreatedOperator
+) -> None:
+    """The chunk's first eventIds are new, so it is written as new rows at once (PostgreSQL:
+    one COPY straight into the table); a stored one further on fails that write, which is
+    undone and redone without it: every new event stored and counted once, the old one not again."""
+    ws = await workspace_id(services, operator)
+    p = await player(api)
+    stored = tx(p, HOUR, "5.00")
+    await post(api, stored)
+    new = [tx(p, n * 60_000_000, f"1.{n:02d}") for n in range(20)]
+    job = await batch(api, services, [*new[:10], stored, *new[10:]])
+    assert (job["succeeded"], job["duplicates"], job["failed"]) == (20, 1, 0), job
+    listed = await api.get(f"/entities/{p}/events", params={"limit": 100})
+    assert sorted(e["eventId"] for e in listed.json()["data"]) == sorted(e["eventId"] for e in [stored, *new])
+    await assert_exact(api, services, ws)
+    sums = await api.get("/analytics/transactions", params={"from": ts(0), "to": ts(DAY)})
+    assert sums.json()["data"] == [{"currency": "EUR", "count": 21, "sum": "26.90"}]
+
+
 async def test_a_deleted_entity_stops_counting_at_once_scale_included(
     api: Api, services: Services, operator: CreatedOperator
 ) -> None:

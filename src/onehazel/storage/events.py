@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -93,6 +94,13 @@ CROSS JOIN LATERAL (
 ON CONFLICT (workspace_id, event_id) DO NOTHING
 RETURNING workspace_id, event_id, ts, type, data
 """
+# The batch path's first try: a binary COPY straight into ``events``, inside a savepoint. When
+# one of the rows is stored already the COPY fails (unique violation), the savepoint undoes it,
+# and the chunk goes through the staging table below. 100,000 events in 5000-row transactions,
+# the same rows: 114-116k rows/s straight against 84-86k through the staging table (the
+# INSERT .. SELECT reads and re-inserts every row once more). Not released: the commit ends it.
+_PG_COPY_SAVEPOINT = "SAVEPOINT onehazel_copy"
+_PG_COPY_UNDO = "ROLLBACK TO SAVEPOINT onehazel_copy"
 # The batch path's staging table: temporary (per connection, never shared), emptied
 # at every commit and on rollback; created by the first chunk on each connection.
 _PG_STAGE_TABLE = """
@@ -278,6 +286,19 @@ class EventColumns:
         )
 
 
+async def _pg_copy_new(driver: Any, workspace_id: str, rows: EventColumns) -> bool:
+    """COPY the rows straight into ``events``; False, with nothing written, when one of them
+    is stored already (by an earlier chunk, or a transaction that committed meanwhile)."""
+    await driver.execute(_PG_COPY_SAVEPOINT)
+    records = zip(itertools.repeat(workspace_id), *rows.columns())
+    try:
+        await driver.copy_records_to_table("events", records=records, columns=_STAGE_COLUMNS)
+    except asyncpg.UniqueViolationError:
+        await driver.execute(_PG_COPY_UNDO)
+        return False
+    return True
+
+
 def _values(r: EventRecord) -> tuple[Any, ...]:
     pii = orjson.dumps(r.pii).decode() if r.pii is not None else None
     data = orjson.dumps(r.data).decode()
@@ -360,11 +381,13 @@ class EventRepository:
 
         The ones missing from the result already existed (replays or conflicts).
         This is the batch hot path, so it talks to the driver directly inside the
-        current transaction: PostgreSQL gets a binary COPY into a per-connection
-        temporary table (emptied at every commit) and one ``INSERT .. SELECT ..
-        ON CONFLICT DO NOTHING RETURNING``, the cheapest bulk write there is for
-        both Python and the server; SQLite, under ``BEGIN IMMEDIATE`` (no
-        concurrent writer), inserts the rows in multi-row statements (``_sqlite_insert``).
+        current transaction: PostgreSQL gets a binary COPY straight into the table,
+        the cheapest bulk write there is for both Python and the server; when an
+        eventId is stored already that COPY fails and is undone (a savepoint), and the
+        rows go by a binary COPY into a per-connection temporary table (emptied at
+        every commit) and one ``INSERT .. SELECT .. ON CONFLICT DO NOTHING RETURNING``.
+        SQLite, under ``BEGIN IMMEDIATE`` (no concurrent writer), inserts the rows in
+        multi-row statements (``_sqlite_insert``).
         ``started`` is called once, when the long part begins (at once when there are no
         rows): the database is busy from then on, and this process's CPU is free.
         """
@@ -374,11 +397,14 @@ class EventRepository:
             return set()
         if is_postgres(self.conn):
             driver = await pg_driver(self.conn)
+            if started is not None:
+                started()  # the COPY's rows are encoded first; the look-ahead runs while it is read
+            if await _pg_copy_new(driver, workspace_id, rows):
+                await self._count(workspace_id, rows, None)
+                return set(rows.event_id)
             await driver.execute(_PG_STAGE_TABLE)  # in the transaction: a rollback may undo it
             records = zip(itertools.repeat(workspace_id), *rows.columns())
             await driver.copy_records_to_table("events_stage", records=records, columns=_STAGE_COLUMNS)
-            if started is not None:
-                started()
             deltas = rows.deltas(workspace_id)  # as if every row goes in; corrected below if not
             if deltas is None:
                 found = await driver.fetch(_PG_INSERT_STAGED)
@@ -413,7 +439,7 @@ class EventRepository:
         return inserted
 
     async def _count(self, workspace_id: str, rows: EventColumns, inserted: set[str] | None) -> None:
-        """SQLite: append the deltas of the rows just inserted (all, or the eventIds ``inserted``)."""
+        """Append the deltas of the rows just inserted (all, or the eventIds ``inserted``)."""
         deltas = rows.deltas(workspace_id, inserted)
         if deltas is not None:
             await rollups.append(self.conn, deltas)
