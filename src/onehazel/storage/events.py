@@ -98,9 +98,12 @@ RETURNING workspace_id, event_id, ts, type, data
 # one of the rows is stored already the COPY fails (unique violation), the savepoint undoes it,
 # and the chunk goes through the staging table below. 100,000 events in 5000-row transactions,
 # the same rows: 114-116k rows/s straight against 84-86k through the staging table (the
-# INSERT .. SELECT reads and re-inserts every row once more). Not released: the commit ends it.
+# INSERT .. SELECT reads and re-inserts every row once more). Released either way: the chunk's
+# later statements run in the transaction itself (updating the job row, locked by the
+# transaction, from inside a subtransaction would make PostgreSQL record both in a MultiXact).
 _PG_COPY_SAVEPOINT = "SAVEPOINT onehazel_copy"
-_PG_COPY_UNDO = "ROLLBACK TO SAVEPOINT onehazel_copy"
+_PG_COPY_KEEP = "RELEASE SAVEPOINT onehazel_copy"
+_PG_COPY_UNDO = f"ROLLBACK TO SAVEPOINT onehazel_copy; {_PG_COPY_KEEP}"  # one trip (no parameters)
 # The batch path's staging table: temporary (per connection, never shared), emptied
 # at every commit and on rollback; created by the first chunk on each connection.
 _PG_STAGE_TABLE = """
@@ -296,6 +299,7 @@ async def _pg_copy_new(driver: Any, workspace_id: str, rows: EventColumns) -> bo
     except asyncpg.UniqueViolationError:
         await driver.execute(_PG_COPY_UNDO)
         return False
+    await driver.execute(_PG_COPY_KEEP)
     return True
 
 
