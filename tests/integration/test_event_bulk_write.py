@@ -1,11 +1,12 @@
 """The batch path's bulk write stores every value exactly as given, on SQLite and PostgreSQL.
 
 ``EventRepository.insert_many`` hands the database a whole chunk at once: on PostgreSQL a
-binary COPY into a staging table, on SQLite multi-row INSERT statements (or executemany,
-where SQLite's parameter limit is low). Here random rows full of awkward text (quotes,
-backslashes, control characters, U+2028, astral characters, every length) and extreme
-integers go in, and the stored rows must read back identical; rows already stored are
-left as they were and reported as not inserted.
+binary COPY straight into the table (or, when an eventId is stored already, into a staging
+table and on with ``INSERT .. ON CONFLICT DO NOTHING``), on SQLite multi-row INSERT
+statements (or executemany, where SQLite's parameter limit is low). Here random rows full of
+awkward text (quotes, backslashes, control characters, U+2028, astral characters, every
+length) and extreme integers go in, and the stored rows must read back identical; rows
+already stored are left as they were and reported as not inserted.
 """
 
 from __future__ import annotations

@@ -101,8 +101,8 @@ async def apply_chunk(
     ``prepared`` may carry the events' checks, done ahead (:func:`prepare_events_async`);
     it is used only if made for these items with this template and secret. ``writing`` is
     called once the long part of the events' bulk statements starts (the database is busy
-    for a while: the look-up of a re-sent chunk, or the write: after the COPY on PostgreSQL,
-    before the statements on SQLite), with whether the chunk looks like a re-send.
+    for a while: the look-up of a re-sent chunk, or the write: as the COPY starts on
+    PostgreSQL, before the statements on SQLite), with whether the chunk looks like a re-send.
     ``reread``: events ``items`` came from orjson, see :func:`prepare_events`.
     """
     if kind == "events":
