@@ -11,6 +11,7 @@ already stored are left as they were and reported as not inserted.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
 import uuid
@@ -154,6 +155,34 @@ async def test_rows_already_stored_are_kept_and_not_reported(services: Services,
     new.seq = mixed.seq[len(first.event_id) :]
     assert await stored_rows(services, ws) == sorted(
         expected_rows(first) + expected_rows(new), key=lambda row: row[7]
+    )
+
+
+@pytest.mark.parametrize("backend", ["postgres"])  # SQLite has one writer at a time: no race
+async def test_a_row_another_transaction_commits_meanwhile_is_left_to_it(services: Services) -> None:
+    """A single write holds one of the chunk's eventIds, not yet committed: the chunk's COPY
+    waits for it, fails once it commits, and the chunk goes in without that row."""
+    rng = random.Random(13)
+    ws = f"ws_bulk_{uuid.uuid4().hex[:12]}"
+    chunk = random_rows(rng, 40, "c")
+    single = random_rows(rng, 1, "s")
+    single.event_id[:] = [chunk.event_id[25]]
+    single.seq = [1]
+    async with services.core.store.begin() as uow:
+        assert await uow.events.insert_many(ws, single) == set(single.event_id)
+
+        async def write_chunk() -> set[str]:
+            async with services.core.store.begin() as other:
+                return await other.events.insert_many(ws, chunk)
+
+        racing = asyncio.ensure_future(write_chunk())
+        await asyncio.sleep(0.3)
+        assert not racing.done()  # waiting for this transaction's row
+    inserted = await asyncio.wait_for(racing, timeout=30)
+    assert inserted == set(chunk.event_id) - set(single.event_id)
+    rest = EventColumns(*([v for n, v in enumerate(column) if n != 25] for column in chunk.columns()))
+    assert await stored_rows(services, ws) == sorted(
+        expected_rows(single) + expected_rows(rest), key=lambda row: row[7]
     )
 
 
