@@ -12,9 +12,12 @@ already stored are left as they were and reported as not inserted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import sqlite3
 import uuid
+from decimal import Decimal
+from typing import Any
 
 import orjson
 import pytest
@@ -22,6 +25,7 @@ import sqlalchemy as sa
 
 from onehazel.services.container import Services
 from onehazel.storage import events as event_storage
+from onehazel.storage import rollups
 from onehazel.storage.events import EventColumns
 from onehazel.storage.tables import events
 
@@ -89,6 +93,26 @@ async def stored_rows(services: Services, ws: str) -> list[tuple[object, ...]]:
         return [tuple(row) for row in result]
 
 
+async def counted(services: Services, ws: str, *, rebuilt: bool = False) -> dict[tuple[Any, ...], Any]:
+    """The workspace's analytics counts per rollup key, summed over its delta rows; ``rebuilt``:
+    as the rollup rebuilt from the stored events reads (in a transaction rolled back)."""
+    query = sa.text(
+        "SELECT hour, type, currency, tx_type, scale, count, amount"
+        " FROM event_rollups WHERE workspace_id = :ws"
+    )
+    async with services.core.store.rehearse() as uow:
+        if rebuilt:
+            await rollups.rebuild(uow.conn, ws)
+        found = (await uow.conn.execute(query, {"ws": ws})).all()
+    totals: dict[tuple[Any, ...], list[Any]] = {}
+    for *key, count, amount in found:
+        total = totals.setdefault(tuple(key), [0, None])
+        total[0] += count
+        if amount is not None:
+            total[1] = (total[1] or Decimal(0)) + Decimal(str(amount))
+    return {key: tuple(total) for key, total in totals.items() if total[0]}
+
+
 def expected_rows(rows: EventColumns) -> list[tuple[object, ...]]:
     return sorted(
         (
@@ -133,6 +157,7 @@ async def test_every_value_is_stored_exactly(services: Services, seed: int, writ
     assert inserted == set(rows.event_id)
     assert calls == ["started"]  # told once that the long part of the write began
     assert await stored_rows(services, ws) == expected_rows(rows)
+    assert await counted(services, ws) == await counted(services, ws, rebuilt=True)
 
 
 @WRITES
@@ -149,41 +174,58 @@ async def test_rows_already_stored_are_kept_and_not_reported(services: Services,
     new = random_rows(rng, 30, "b")
     mixed = EventColumns(*(old + extra for old, extra in zip(again.columns(), new.columns(), strict=True)))
     mixed.seq = [20_000 + n for n in range(len(mixed.event_id))]
+    calls: list[str] = []
     async with services.core.store.begin() as uow:
-        inserted = await uow.events.insert_many(ws, mixed)
+        inserted = await uow.events.insert_many(ws, mixed, started=lambda: calls.append("started"))
     assert inserted == set(new.event_id)
+    assert calls == ["started"]  # once, also when PostgreSQL's COPY was undone and redone another way
     new.seq = mixed.seq[len(first.event_id) :]
     assert await stored_rows(services, ws) == sorted(
         expected_rows(first) + expected_rows(new), key=lambda row: row[7]
     )
+    assert await counted(services, ws) == await counted(services, ws, rebuilt=True)
+
+
+class _Abandoned(Exception):
+    """Raised to roll the holding transaction back."""
 
 
 @pytest.mark.parametrize("backend", ["postgres"])  # SQLite has one writer at a time: no race
-async def test_a_row_another_transaction_commits_meanwhile_is_left_to_it(services: Services) -> None:
+@pytest.mark.parametrize("holder", ["commits", "rolls back"])
+async def test_a_row_another_transaction_holds_is_waited_for(services: Services, holder: str) -> None:
     """A single write holds one of the chunk's eventIds, not yet committed: the chunk's COPY
-    waits for it, fails once it commits, and the chunk goes in without that row."""
+    waits for it. When it commits, the COPY fails and the chunk goes in without that row;
+    when it rolls back, the whole chunk goes in."""
     rng = random.Random(13)
     ws = f"ws_bulk_{uuid.uuid4().hex[:12]}"
     chunk = random_rows(rng, 40, "c")
     single = random_rows(rng, 1, "s")
     single.event_id[:] = [chunk.event_id[25]]
     single.seq = [1]
-    async with services.core.store.begin() as uow:
-        assert await uow.events.insert_many(ws, single) == set(single.event_id)
 
-        async def write_chunk() -> set[str]:
-            async with services.core.store.begin() as other:
-                return await other.events.insert_many(ws, chunk)
+    async def write_chunk() -> set[str]:
+        async with services.core.store.begin() as other:
+            return await other.events.insert_many(ws, chunk)
 
-        racing = asyncio.ensure_future(write_chunk())
-        await asyncio.sleep(0.3)
-        assert not racing.done()  # waiting for this transaction's row
+    with contextlib.suppress(_Abandoned):
+        async with services.core.store.begin() as uow:
+            assert await uow.events.insert_many(ws, single) == set(single.event_id)
+            racing = asyncio.ensure_future(write_chunk())
+            await asyncio.sleep(0.3)
+            assert not racing.done()  # waiting for this transaction's row
+            if holder == "rolls back":
+                raise _Abandoned
     inserted = await asyncio.wait_for(racing, timeout=30)
-    assert inserted == set(chunk.event_id) - set(single.event_id)
-    rest = EventColumns(*([v for n, v in enumerate(column) if n != 25] for column in chunk.columns()))
-    assert await stored_rows(services, ws) == sorted(
-        expected_rows(single) + expected_rows(rest), key=lambda row: row[7]
-    )
+    if holder == "rolls back":
+        assert inserted == set(chunk.event_id)
+        assert await stored_rows(services, ws) == expected_rows(chunk)
+    else:
+        assert inserted == set(chunk.event_id) - set(single.event_id)
+        rest = EventColumns(*([v for n, v in enumerate(column) if n != 25] for column in chunk.columns()))
+        assert await stored_rows(services, ws) == sorted(
+            expected_rows(single) + expected_rows(rest), key=lambda row: row[7]
+        )
+    assert await counted(services, ws) == await counted(services, ws, rebuilt=True)
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])  # SQLite's INSERT OR IGNORE: no PostgreSQL case

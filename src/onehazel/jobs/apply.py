@@ -6,8 +6,9 @@ worker commits a chunk's effects together with the job's progress and the
 item outcomes (so a crash can neither lose nor double-apply a chunk), and dry
 runs call the very same code in a transaction that is rolled back.
 
-Events take a bulk path (one entity look-up and a bulk INSERT .. ON CONFLICT
-DO NOTHING per chunk); entities and states go item by item through
+Events take a bulk path (one entity look-up and one bulk write per chunk: on
+PostgreSQL a COPY, falling back to INSERT .. ON CONFLICT DO NOTHING when an eventId
+is stored already; on SQLite INSERT OR IGNORE); entities and states go item by item through
 the single-write services, which keeps merge and last-writer-wins semantics
 identical to the single endpoints.
 """

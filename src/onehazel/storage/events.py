@@ -289,10 +289,17 @@ class EventColumns:
         )
 
 
-async def _pg_copy_new(driver: Any, workspace_id: str, rows: EventColumns) -> bool:
+async def _pg_copy_new(
+    driver: Any, workspace_id: str, rows: EventColumns, started: Callable[[], None] | None
+) -> bool:
     """COPY the rows straight into ``events``; False, with nothing written, when one of them
-    is stored already (by an earlier chunk, or a transaction that committed meanwhile)."""
+    is stored already (by an earlier chunk, or a transaction that committed meanwhile).
+    ``started`` is called as the COPY begins: from then on the server reads the rows while
+    asyncpg encodes and sends them (512 KB at a time), and the look-ahead's slices run in
+    between."""
     await driver.execute(_PG_COPY_SAVEPOINT)
+    if started is not None:
+        started()
     records = zip(itertools.repeat(workspace_id), *rows.columns())
     try:
         await driver.copy_records_to_table("events", records=records, columns=_STAGE_COLUMNS)
@@ -401,9 +408,7 @@ class EventRepository:
             return set()
         if is_postgres(self.conn):
             driver = await pg_driver(self.conn)
-            if started is not None:
-                started()  # the COPY's rows are encoded first; the look-ahead runs while it is read
-            if await _pg_copy_new(driver, workspace_id, rows):
+            if await _pg_copy_new(driver, workspace_id, rows, started):
                 await self._count(workspace_id, rows, None)
                 return set(rows.event_id)
             await driver.execute(_PG_STAGE_TABLE)  # in the transaction: a rollback may undo it
