@@ -169,6 +169,7 @@ def serve(
     """Run the API (the embedded SQLite default needs no configuration)."""
     import uvicorn
 
+    from onehazel.api.http_protocol import JsonErrorHttpToolsProtocol
     from onehazel.api.observability import uvicorn_log_config
 
     config = load_config(database_url)
@@ -212,7 +213,7 @@ def serve(
         access_log=False,
         log_level=log_level.lower(),
         log_config=uvicorn_log_config(log_level),
-        http="onehazel.api.http_protocol:JsonErrorHttpToolsProtocol",  # httptools, JSON 400s
+        http=JsonErrorHttpToolsProtocol,  # httptools, JSON 400s
         ws="none",  # no WebSocket routes: an Upgrade is ignored and the request served as HTTP
         loop="uvloop",
         timeout_graceful_shutdown=10,
