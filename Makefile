@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint venv clean
+.PHONY: run test test-fast test-lowest lint venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,17 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/pytest -n auto -m "not slow"
 
+## The test suite on the lowest versions pyproject.toml allows (.ci/lowest-constraints.txt), in
+## .venv-lowest: checks that the declared lower bounds are real. Not part of `make test`.
+test-lowest:
+	$(PYTHON) -m venv .venv-lowest
+	.venv-lowest/bin/pip install --quiet --upgrade pip
+	.venv-lowest/bin/pip install --quiet -c .ci/lowest-constraints.txt -e '.[dev]'
+	.venv-lowest/bin/pytest -n auto
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) onehazel-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-lowest onehazel-data .pytest_cache .mypy_cache .ruff_cache
