@@ -26,7 +26,7 @@ import sqlalchemy as sa
 import onehazel.jobs.apply as apply_module
 import onehazel.jobs.worker as worker_module
 from onehazel.crypto.blobs import open_blob
-from onehazel.domain.errors import JobNotFound
+from onehazel.domain.errors import InvalidJson, JobNotFound
 from onehazel.domain.workspace import Workspace
 from onehazel.jobs.worker import Worker
 from onehazel.services.container import Services
@@ -521,26 +521,39 @@ async def test_money_in_a_job_is_exact(services: Services) -> None:
 
 # --- unreadable payloads --------------------------------------------------------------------------
 
-# Read by orjson and the submit's simdjson (up to 1024 levels); the exact parser reads it only
-# because json_text raises the interpreter's recursion limit to 2000.
+# Read by orjson and the submit's simdjson (up to 1024 levels); on Python 3.11 the exact parser
+# reads it only because json_text raises the interpreter's recursion limit to 2000.
 DEEP = b"[" * 1000 + b"]" * 1000
 
 
 @contextlib.contextmanager
-def default_recursion_limit() -> Iterator[None]:
-    """The interpreter's default limit, under which the exact parser refuses ``DEEP``: the
-    one way left for a payload orjson reads to fail the exact re-read."""
-    raised = sys.getrecursionlimit()
-    sys.setrecursionlimit(1000)
-    try:
-        yield
-    finally:
-        sys.setrecursionlimit(raised)
+def exact_parser_refusing_deep(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The exact parser refusing ``DEEP``, the one way left for a payload orjson reads to fail
+    the exact re-read. On Python 3.11: the interpreter's default recursion limit, under which
+    json.loads refuses it. From 3.12 on json.loads is bound by a C-level limit instead (past
+    orjson's 1024 levels), so no payload orjson reads fails it; the refusal is imitated there."""
+    if sys.version_info < (3, 12):
+        raised = sys.getrecursionlimit()
+        sys.setrecursionlimit(1000)
+        try:
+            yield
+        finally:
+            sys.setrecursionlimit(raised)
+        return
+    exact = worker_module.parse_json
+
+    def refusing(raw: bytes) -> Any:
+        if DEEP in raw:
+            raise InvalidJson("the request body is nested too deeply")
+        return exact(raw)
+
+    monkeypatch.setattr(worker_module, "parse_json", refusing)
+    yield
 
 
 @pytest.mark.parametrize("chunk", [5000, 1])
 async def test_a_payload_the_exact_parser_refuses_fails_its_job_as_unreadable(
-    services: Services, chunk: int
+    services: Services, chunk: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The worker reads events with orjson and re-reads exactly only what the fast path
     declines; when that re-read fails, the job fails as unreadable (it must not stay
@@ -553,7 +566,7 @@ async def test_a_payload_the_exact_parser_refuses_fails_its_job_as_unreadable(
     job, _ = await services.batch.accept(ws, kind="events", body=body, total=2, idempotency_key=None)
     later = await accept(services, ws, "events", deposits(2))
     worker = Worker(services, events_chunk=chunk)
-    with default_recursion_limit():
+    with exact_parser_refusing_deep(monkeypatch):
         while await worker.run_once():
             pass
     failed = await services.batch.get(ws, job["jobId"])

@@ -43,12 +43,29 @@ def _outcome(parse: Any, raw: bytes) -> tuple[str, Any]:
 
 
 def _typed(value: Any) -> Any:
-    """The value with every leaf's type beside it (1 == 1.0 == True in Python)."""
-    if isinstance(value, dict):
-        return ("dict", [(k, _typed(v)) for k, v in value.items()])
-    if isinstance(value, list):
-        return ("list", [_typed(v) for v in value])
-    return (type(value).__name__, repr(value))
+    """The value with every leaf's type beside it (1 == 1.0 == True in Python). Built without
+    recursion: from Python 3.13 on json.loads reads documents nested deeper than the
+    interpreter's recursion limit lets a Python function walk."""
+    typed: dict[int, Any] = {}  # by id: each container json.loads made, once its children are done
+
+    def of(node: Any) -> Any:
+        if isinstance(node, dict | list):
+            return typed.pop(id(node))
+        return (type(node).__name__, repr(node))
+
+    stack: list[tuple[Any, bool]] = [(value, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if not isinstance(node, dict | list):
+            continue
+        if not children_done:
+            stack.append((node, True))
+            stack.extend((child, False) for child in (node.values() if isinstance(node, dict) else node))
+        elif isinstance(node, dict):
+            typed[id(node)] = ("dict", [(k, of(v)) for k, v in node.items()])
+        else:
+            typed[id(node)] = ("list", [of(v) for v in node])
+    return of(value)
 
 
 @settings(max_examples=400, deadline=None)

@@ -33,11 +33,12 @@ def strings_are_clean(raw: bytes) -> bool:
 
 
 # simdjson (``envelope``) and orjson read documents nested up to 1024 levels; json.loads
-# (``parse_json``) stops at the interpreter's recursion limit (1000 less the caller's own
-# depth). A batch accepted by the first is read again by the second when its job runs, so
-# the limit is raised once, for the process, to 2000: an item nested 1000 levels deep then
-# fails alone (too deep for an item), instead of its whole job failing as unreadable.
-# Deeper documents are still refused (400 invalid_json), by all three.
+# (``parse_json``) on Python 3.11 stops at the interpreter's recursion limit (1000 less the
+# caller's own depth), from 3.12 on at a C-level limit of its own, past 1024. A batch accepted
+# by the first is read again by the second when its job runs, so on 3.11 the limit is raised
+# once, for the process, to 2000: an item nested 1000 levels deep then fails alone (too deep
+# for an item: a field may nest 30 levels), instead of its whole job failing as unreadable.
+# Documents deeper than json.loads reads are refused (400 invalid_json).
 _RECURSION_LIMIT = 2000
 if sys.getrecursionlimit() < _RECURSION_LIMIT:
     sys.setrecursionlimit(_RECURSION_LIMIT)
