@@ -27,8 +27,9 @@ missing WebSocket library for every such request). httptools stops reading a
 connection at an ``Upgrade`` head and skips its body, so such a request with a
 body is refused (400), and one without is answered with ``Connection: close``.
 
-``onehazel serve`` passes ``onehazel.api.http_protocol:JsonErrorHttpToolsProtocol``
-to uvicorn as its ``http`` protocol (``cli.serve``).
+``onehazel serve`` passes the class ``JsonErrorHttpToolsProtocol`` to uvicorn as its
+``http`` protocol (``cli.serve``); it relies on uvicorn's internals, so pyproject.toml
+bounds uvicorn to the versions it was checked with.
 """
 
 from __future__ import annotations
