@@ -165,7 +165,11 @@ class PreparedEvents:
     under its entity's key, read in the transaction), without a timestamp (stored at the
     time of writing) or with an eventId used twice in the chunk."""
     external_ids: set[str] = field(default_factory=set)
+    """The externalIds of every checked item."""
     event_ids: set[str] = field(default_factory=set)
+    """The eventIds of the rows built ahead."""
+    pii: bool = False
+    """Some checked item has PII."""
     reread: Callable[[int], Any] | None = None
     """Set when the items came from orjson: item ``i`` (a job index) as the exact parser
     reads it, for any item the validation's fast path declines (``event_fast``)."""
@@ -188,7 +192,7 @@ def _check_steps(prepared: PreparedEvents, items: list[Any]) -> Iterator[None]:
     clean, failed, checked, reread = prepared.clean, prepared.failed, prepared.checked, prepared.reread
     dumps, fingerprint_of, add_checked = orjson.dumps, fingerprints.of, checked.append
     rows = prepared.rows  # the rows built ahead, until an item needs the one-by-one path
-    event_ids, external_ids = prepared.event_ids, prepared.external_ids
+    event_ids, add_named = prepared.event_ids, prepared.external_ids.add
     counted = rows.counted if rows is not None else None
     if counted is None:  # rows built ahead come with their analytics counter, or not at all
         rows = prepared.rows = None
@@ -227,6 +231,9 @@ def _check_steps(prepared: PreparedEvents, items: list[Any]) -> Iterator[None]:
         fingerprint = fingerprint_of(write.fingerprint_source())
         data = write.plain_text or dumps(write.plain).decode()
         add_checked(_Checked(offset, write, event_id, fingerprint, data, warnings, stored))
+        add_named(external_id)
+        if write.pii:
+            prepared.pii = True
         if rows is None or counted is None:
             continue
         ts = write.ts
@@ -234,7 +241,6 @@ def _check_steps(prepared: PreparedEvents, items: list[Any]) -> Iterator[None]:
             rows = prepared.rows = None
             continue
         event_ids.add(event_id)
-        external_ids.add(external_id)
         add_event_id(event_id)
         add_external_id(external_id)
         add_type(write.type)
@@ -310,10 +316,8 @@ async def _apply_events(
     prepared: PreparedEvents,
     writing: Callable[[bool], None] | None = None,
 ) -> list[dict[str, Any]]:
-    core, fingerprints, start = services.core, prepared.fingerprints, prepared.start
-    outcomes: list[dict[str, Any] | None] = [None] * prepared.count
-    for offset, outcome in prepared.failed:
-        outcomes[offset] = outcome
+    core = services.core
+    outcomes = _failed_only(prepared)
     built = prepared.rows
     if built is not None and not await uow.entities.all_live(ws.id, prepared.external_ids):
         built = None
@@ -322,8 +326,7 @@ async def _apply_events(
     if built is not None:  # the usual chunk: its rows were built ahead, every entity is live
         written, sealed_pii, in_batch = prepared.checked, None, None
     else:
-        named = sorted({c.write.external_id for c in prepared.checked})
-        entities = await uow.entities.key_states(ws.id, named)
+        entities = await uow.entities.key_states(ws.id, sorted(prepared.external_ids))
         written, sealed_pii, in_batch, repeats = _one_by_one(services, ws, prepared, entities, outcomes)
     # A re-sent chunk (its first client eventIds are stored already) is looked up first and
     # only its new events are written; otherwise insert first and look up what conflicted.
@@ -338,9 +341,41 @@ async def _apply_events(
     if replayed:
         existing = await uow.events.fingerprints(ws.id, [c.event_id for c in written])
     rows = built if built is not None and not existing else _rows(written, sealed_pii, existing, now)
+    stamp(core, rows, now)
+    inserted = await uow.events.insert_many(ws.id, rows, started=started)
+    return await _settle(uow, ws, prepared, outcomes, rows, inserted, existing, (written, repeats, in_batch))
+
+
+def _failed_only(prepared: PreparedEvents) -> list[dict[str, Any] | None]:
+    """A chunk's outcomes so far: those of the items its checks failed, the rest None."""
+    outcomes: list[dict[str, Any] | None] = [None] * prepared.count
+    for offset, outcome in prepared.failed:
+        outcomes[offset] = outcome
+    return outcomes
+
+
+def stamp(core: Any, rows: EventColumns, now: int) -> None:
+    """Give ``rows`` their time of receipt and server order."""
     rows.received_at = [now] * len(rows.event_id)
     rows.seq = list(core.seq.take(len(rows.event_id)))
-    inserted = await uow.events.insert_many(ws.id, rows, started=started)
+
+
+async def _settle(
+    uow: UnitOfWork,
+    ws: Workspace,
+    prepared: PreparedEvents,
+    outcomes: list[dict[str, Any] | None],
+    rows: EventColumns,
+    inserted: set[str],
+    existing: dict[str, str],
+    items: tuple[list[_Checked], list[_Checked], dict[str, str] | None],
+) -> list[dict[str, Any]]:
+    """The outcomes once ``rows`` were written and the eventIds ``inserted`` are known: each
+    of the ``written`` items succeeded, or is judged against the stored event (looked up now
+    unless in ``existing``); each of the ``repeats`` (a repeated eventId in the chunk) against
+    the first (``in_batch``: the fingerprints of the chunk's eventIds) or the stored one."""
+    written, repeats, in_batch = items
+    start, fingerprints = prepared.start, prepared.fingerprints
     raced = [event_id for event_id in rows.event_id if event_id not in inserted]
     existing.update(await uow.events.fingerprints(ws.id, raced))
     for item in written:
@@ -355,6 +390,68 @@ async def _apply_events(
         stored = in_batch[item.event_id] if item.event_id in inserted else existing.get(item.event_id)
         outcomes[item.offset] = _judge_replay(start + item.offset, item, stored, fingerprints)
     return [o for o in outcomes if o is not None]
+
+
+@dataclass
+class Planned:
+    """An events chunk whose outcomes are known before its write (the SQLite chunk path,
+    ``storage/sqlite_chunk.py``): every entity is live and either no row of it is stored
+    (its rows were built ahead: ``PreparedEvents.rows``) or every one is (a re-send)."""
+
+    prepared: PreparedEvents
+    rows: EventColumns | None
+    """The rows to write, stamped; None for a re-send."""
+    outcomes: list[dict[str, Any]]
+    """Assuming every row goes in."""
+
+    async def settle(self, uow: UnitOfWork, ws: Workspace, added: int) -> list[dict[str, Any]]:
+        """The outcomes when only ``added`` of the rows went in (by ``sqlite_insert_rows``,
+        in ``uow``'s transaction: an eventId was stored meanwhile, by another process)."""
+        assert self.rows is not None
+        prepared = self.prepared
+        inserted = await uow.events.settle_sqlite_insert(ws.id, self.rows, added, counted=True)
+        outcomes = _failed_only(prepared)
+        return await _settle(
+            uow, ws, prepared, outcomes, self.rows, inserted, {}, (prepared.checked, [], None)
+        )
+
+
+def plan(
+    core: Any, prepared: PreparedEvents, replayed: bool, existing: dict[str, str] | None
+) -> Planned | None:
+    """The chunk's outcomes before its write, when every entity it names is live (checked by
+    the caller) and it is the usual new chunk (``replayed`` False, rows built ahead) or a
+    re-send of stored events only (``existing``: their stored fingerprints; no PII, whose
+    sealing may fail an item). None for any other chunk: the generic path applies it."""
+    outcomes = _failed_only(prepared)
+    start, fingerprints = prepared.start, prepared.fingerprints
+    rows = None
+    if not replayed:
+        rows = prepared.rows
+        if rows is None:
+            return None
+        stamp(core, rows, core.clock())
+        for item in prepared.checked:
+            outcomes[item.offset] = item.stored
+    else:
+        if existing is None or prepared.pii:
+            return None
+        for item in prepared.checked:
+            stored = existing.get(item.event_id)
+            if stored is None:
+                return None  # a new event in a re-send
+            outcomes[item.offset] = _judge_replay(start + item.offset, item, stored, fingerprints)
+    return Planned(prepared, rows, [o for o in outcomes if o is not None])
+
+
+def replay_sample(prepared: PreparedEvents) -> list[str]:
+    """The first few client-chosen eventIds of a chunk :func:`plan` may take."""
+    return _sample(prepared.checked)
+
+
+def _sample(written: list[_Checked]) -> list[str]:
+    """The first few client-chosen eventIds of ``written``: all stored, the chunk is a re-send."""
+    return [c.event_id for c in written[:REPLAY_SAMPLE] if c.write.event_id is not None]
 
 
 def _one_by_one(
@@ -414,7 +511,7 @@ def _rows(
 
 async def _looks_replayed(uow: UnitOfWork, ws: Workspace, written: list[_Checked]) -> bool:
     """Are the first few client-chosen eventIds of the chunk stored already (a re-send)?"""
-    sample = [c.event_id for c in written[:REPLAY_SAMPLE] if c.write.event_id is not None]
+    sample = _sample(written)
     return bool(sample) and len(await uow.events.fingerprints(ws.id, sample)) == len(sample)
 
 

@@ -41,10 +41,14 @@ from onehazel.jobs.apply import (
     PreparedEvents,
     apply_chunk,
     failure,
+    plan,
     prepare_events_async,
+    replay_sample,
 )
 from onehazel.services.container import Services
+from onehazel.storage.events import sqlite_rows
 from onehazel.storage.jobs import JobRecord
+from onehazel.storage.sqlite_chunk import ChunkQuestions, ChunkWrites, finish_chunk, open_chunk
 from onehazel.storage.unit_of_work import UnitOfWork
 
 log = logging.getLogger("onehazel.worker")
@@ -94,6 +98,7 @@ class Worker:
         idle_seconds: float = 0.5,
         retention_days: float = 7.0,
         events_chunk: float | None = None,
+        sqlite_chunks: bool = True,
     ) -> None:
         self.services = services
         self.core = services.core
@@ -105,6 +110,9 @@ class Worker:
         if events_chunk is not None:
             self.chunk_sizes["events"] = max(1, int(events_chunk))
         self.owner = f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
+        # SQLite: events chunks in two calls into the driver's thread (_sqlite_chunk); off,
+        # every chunk goes by the generic path (as on PostgreSQL): the tests compare both.
+        self.sqlite_chunks = sqlite_chunks and services.core.store.engine.dialect.name == "sqlite"
         self._ahead: Ahead | None = None  # the workspace's next job, read and checked ahead
         # The last events chunk was a re-send: the next one likely is too, so its look-ahead
         # does not build rows (PreparedEvents.rows) it would not write. Set from the chunk's
@@ -200,7 +208,6 @@ class Worker:
         batch = ahead.items if ahead is not None and ahead.items is not None else await self._items(job)
         if batch is None:
             return
-        items = batch.items
         size = self.chunk_sizes[job.kind]
         start = job.processed
         prepared: PreparedEvents | None = None
@@ -215,34 +222,12 @@ class Worker:
                 fingerprints = await self.core.fingerprinter(ws)  # also before the transaction
                 prepared = await self._prepared(ahead, job, batch, start, template, fingerprints)
                 ahead = self._look_ahead(job, batch, start + size, template, fingerprints)
-                go = functools.partial(self._go_ahead, ahead)
-                claimed: JobRecord | None = None
+                chunk_of = _Chunk(ws, job, batch, size, template, fingerprints, prepared, ahead)
                 async with self.core.store.begin() as uow:
-                    current = await uow.jobs.get(ws.id, job.id, lock=True)
-                    if current is None or current.status != "processing" or current.lease_owner != self.owner:
-                        return  # the lease lapsed and another worker took over
-                    last = current.processed + size >= len(items) and job.kind == "events"
-                    if last and self._ahead is None and isinstance(template, Template):
-                        # The workspace's next job, read in this transaction (not one of its own)
-                        # and checked while this chunk is written.
-                        self._ahead = await Ahead.next_job(self, uow, ws, job, template, fingerprints)
-                    chunk = items[current.processed : current.processed + size]
-                    outcomes = await self._apply(
-                        uow, ws, current, chunk, template, fingerprints, prepared, go, batch.reread
-                    )
-                    self._hold_ahead(ahead)  # the short statements up to the COMMIT go first
-                    now = self.core.clock()
-                    updated = advance(current, outcomes, now=now, lease_until=now + self.lease)
-                    if job.kind == "events" and outcomes:
-                        self._replaying = all(o["status"] == "duplicate" for o in outcomes)
-                    if chunk:
-                        await uow.jobs.add_chunk(
-                            ws.id, job.id, start_index=current.processed, outcomes=outcomes
-                        )
-                    await uow.jobs.save_progress(updated)
-                    if updated.status != "processing" and not stop.is_set():
-                        claimed = await self._claim(uow)  # commits with this job's end
-                    go()  # the COMMIT (its log write and sync) runs beside the look-ahead
+                    step = await self._chunk(uow, chunk_of, stop)
+                if step is None:
+                    return  # the lease lapsed and another worker took over
+                updated, claimed, outcomes = step
                 self._held = claimed
                 self._free_spent()  # if no look-ahead freed them (none for this job), now
                 start = updated.processed
@@ -256,6 +241,112 @@ class Worker:
             if ahead is not None and ahead.job_id == job.id:
                 ahead.cancel()  # a chunk of this job that will not be applied by this call
             self._spent = (batch, prepared, outcomes)
+
+    async def _chunk(
+        self, uow: UnitOfWork, c: _Chunk, stop: asyncio.Event
+    ) -> tuple[JobRecord, JobRecord | None, list[dict[str, Any]]] | None:
+        """Apply the chunk at the job's committed progress in ``uow`` and record it: the job
+        after it, the job claimed next (if it ended), the outcomes; None when this worker no
+        longer holds the job. On SQLite an events chunk goes by :meth:`_sqlite_chunk` first."""
+        ws, job, size, template, fingerprints = c.ws, c.job, c.size, c.template, c.fingerprints
+        go = functools.partial(self._go_ahead, c.ahead)
+        current: JobRecord | None = None
+        outcomes: list[dict[str, Any]] | None = None
+        if self.sqlite_chunks and c.prepared is not None and isinstance(template, Template):
+            fast = await self._sqlite_chunk(uow, c, c.prepared, template, stop)
+            if fast.step is not None:
+                return fast.step
+            current, outcomes = fast.current, fast.outcomes
+        else:
+            current = await uow.jobs.get(ws.id, job.id, lock=True)
+        if current is None or current.status != "processing" or current.lease_owner != self.owner:
+            return None
+        chunk = c.batch.items[current.processed : current.processed + size]
+        if outcomes is None:
+            last = current.processed + size >= len(c.batch.items) and job.kind == "events"
+            if last and self._ahead is None and isinstance(template, Template):
+                # The workspace's next job, read in this transaction (not one of its own)
+                # and checked while this chunk is written.
+                self._ahead = await Ahead.next_job(self, uow, ws, job, template, fingerprints)
+            outcomes = await self._apply(
+                uow, ws, current, chunk, template, fingerprints, c.prepared, go, c.batch.reread
+            )
+        self._hold_ahead(c.ahead)  # the short statements up to the COMMIT go first
+        now = self.core.clock()
+        updated = advance(current, outcomes, now=now, lease_until=now + self.lease)
+        self._note_replaying(job, outcomes)
+        if chunk:
+            await uow.jobs.add_chunk(ws.id, job.id, start_index=current.processed, outcomes=outcomes)
+        await uow.jobs.save_progress(updated)
+        claimed = None
+        if updated.status != "processing" and not stop.is_set():
+            claimed = await self._claim(uow)  # commits with this job's end
+        go()  # the COMMIT (its log write and sync) runs beside the look-ahead
+        return updated, claimed, outcomes
+
+    def _note_replaying(self, job: JobRecord, outcomes: list[dict[str, Any]]) -> None:
+        if job.kind == "events" and outcomes:
+            self._replaying = all(o["status"] == "duplicate" for o in outcomes)
+
+    async def _sqlite_chunk(
+        self, uow: UnitOfWork, c: _Chunk, prepared: PreparedEvents, template: Template, stop: asyncio.Event
+    ) -> _Fast:
+        """An events chunk on SQLite in two calls into the driver's thread
+        (``storage/sqlite_chunk.py``): its reads, then its writes with the job's progress, the
+        next job's claim and the COMMIT. The chunk's outcomes are known before it is written
+        (``apply.plan``): every entity is live and the chunk is new (its rows built ahead)
+        or a re-send of stored events only. Any other chunk is left to the generic path, in
+        the same transaction: ``current`` (the job row, read already) is returned, and the
+        ``outcomes`` too when the rows were written but not all of them went in."""
+        ws, job = c.ws, c.job
+        self._go_ahead(c.ahead)  # this job's next chunk: nothing here waits for the event loop twice
+        ask = ChunkQuestions(
+            workspace_id=ws.id,
+            job_id=job.id,
+            start=prepared.start,
+            external_ids=sorted(prepared.external_ids),
+            sample=replay_sample(prepared),
+            event_ids=[checked.event_id for checked in prepared.checked],
+            read_ahead=c.size if self._ahead is None and job.kind == "events" else None,
+            now=self.core.clock(),
+        )
+        opening = await open_chunk(uow, ask)
+        current = opening.job
+        if current is None or current.status != "processing" or current.lease_owner != self.owner:
+            return _Fast(current)
+        if opening.next_job is not None:
+            self._ahead = Ahead.reading(self, ws, *opening.next_job, template, c.fingerprints)
+            self._ahead.go.set()
+        chunk_size = len(c.batch.items[current.processed : current.processed + c.size])
+        planned = None
+        if opening.live and prepared.fits(template, c.fingerprints, current.processed, chunk_size):
+            planned = plan(self.core, prepared, opening.replayed, opening.existing)
+        if planned is None:
+            return _Fast(current)
+        rows = planned.rows
+        deltas = rows.deltas(ws.id) if rows is not None else []
+        if deltas is None:  # rows built ahead are counted as they are built: not expected
+            return _Fast(current)
+        now = self.core.clock()
+        updated = advance(current, planned.outcomes, now=now, lease_until=now + self.lease)
+        writes = ChunkWrites(
+            workspace_id=ws.id,
+            rows=sqlite_rows(ws.id, rows) if rows is not None else None,
+            row_count=len(rows.event_id) if rows is not None else 0,
+            deltas=deltas,
+            outcomes=planned.outcomes,
+            start=current.processed,
+            progress=updated,
+            claim=(self.owner, self.lease) if updated.status != "processing" and not stop.is_set() else None,
+            clock=self.core.clock,
+        )
+        added, claimed, committed = await finish_chunk(uow, writes)
+        if committed:
+            self._note_replaying(job, planned.outcomes)
+            return _Fast(current, step=(updated, claimed, planned.outcomes))
+        if added is None:  # nothing written: the generic path writes the rows its own way
+            return _Fast(current)
+        return _Fast(current, await planned.settle(uow, ws, added))
 
     def _hold_ahead(self, ahead: Ahead | None) -> None:
         """Pause the look-aheads' checks between their slices: the chunk's statements after
@@ -449,6 +540,31 @@ class Worker:
                 return removed
 
 
+@dataclass(frozen=True)
+class _Chunk:
+    """What ``Worker.process`` knows of the chunk it is about to apply."""
+
+    ws: Workspace
+    job: JobRecord
+    batch: Items
+    size: int
+    template: Template | TemplateNotConfigured
+    fingerprints: Fingerprinter
+    prepared: PreparedEvents | None
+    ahead: Ahead | None
+    """The look-ahead of the job's next chunk, if any."""
+
+
+@dataclass(frozen=True)
+class _Fast:
+    """How ``Worker._sqlite_chunk`` left the chunk: ``step`` when it applied and committed it;
+    otherwise the job row read (``current``) and, when the rows went in, the ``outcomes``."""
+
+    current: JobRecord | None
+    outcomes: list[dict[str, Any]] | None = None
+    step: tuple[JobRecord, JobRecord | None, list[dict[str, Any]]] | None = None
+
+
 class PayloadUnreadable(Exception):
     """A job's payload, read by orjson, that the exact parser refuses (``Items.exact``)."""
 
@@ -548,10 +664,23 @@ class Ahead:
         if queued is None or queued[1] != "events":
             return None
         blob = await uow.jobs.payload(ws.id, queued[0])
-        ahead = cls(queued[0], 0, None)
+        return cls.reading(worker, ws, queued[0], blob, template, fingerprints)
+
+    @classmethod
+    def reading(
+        cls,
+        worker: Worker,
+        ws: Workspace,
+        job_id: str,
+        blob: bytes | None,
+        template: Template,
+        fingerprints: Fingerprinter,
+    ) -> Ahead:
+        """Start checking the queued events job ``job_id`` (its sealed payload ``blob``)."""
+        ahead = cls(job_id, 0, None)
 
         async def work() -> PreparedEvents | None:
-            raw = await worker.unseal(ws.id, queued[0], blob)  # at once: no GIL held
+            raw = await worker.unseal(ws.id, job_id, blob)  # at once: no GIL held
             await ahead.go.wait()
             worker._free_spent()
             ahead.items = batch = parse_items(raw, "events")
@@ -580,7 +709,7 @@ class Ahead:
             self.task.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
-def start_in_background(services: Services, options: dict[str, float], *, tasks: int = 1) -> Any:
+def start_in_background(services: Services, options: dict[str, Any], *, tasks: int = 1) -> Any:
     """Start ``tasks`` workers on the running loop; returns an async ``stop()``.
 
     ``stop()`` asks them to finish (or release) the chunk in flight and waits.

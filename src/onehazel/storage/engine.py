@@ -10,6 +10,7 @@ another connection wrote in between, while an immediate one waits its turn
 from __future__ import annotations
 
 import decimal
+import functools
 import itertools
 import re
 import sqlite3
@@ -20,8 +21,10 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.sqlite import pysqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
+from sqlalchemy.sql import visitors
 from sqlalchemy.util import await_
 
 T = TypeVar("T")
@@ -159,6 +162,28 @@ def register_sqlite_functions(dbapi_conn: Any) -> None:
 
 def _create_aggregate(conn: sqlite3.Connection, name: str, arity: int, aggregate: Any) -> None:
     conn.create_aggregate(name, arity, aggregate)
+
+
+_SQLITE_NAMED = pysqlite.dialect(paramstyle="named")
+
+
+@functools.cache
+def sqlite_sql(statement: Any) -> tuple[str, dict[str, Any]]:
+    """``statement`` (a module-level constant: the result is cached) as SQLite SQL with named
+    parameters, for the driver's own ``execute`` (``in_sqlite_thread``), and the values of the
+    parameters it fixes itself (constants, expanded ``IN`` lists): the caller's parameters
+    (the ``bindparam`` names it leaves open) are added to them. Values are not converted: JSON
+    columns take JSON text."""
+    names = {b.key for b in visitors.iterate(statement) if isinstance(b, sa.BindParameter) and b.required}
+    if isinstance(statement, sa.sql.dml.UpdateBase):  # no expanding IN in these: compiled as is
+        compiled = statement.compile(dialect=_SQLITE_NAMED)
+        fixed = compiled.construct_params(_check=False)
+        sql = str(compiled)
+    else:
+        placeholders = statement.params({name: None for name in names})
+        expanded = placeholders.compile(dialect=_SQLITE_NAMED).construct_expanded_state()
+        fixed, sql = expanded.parameters, expanded.statement
+    return sql, {key: value for key, value in fixed.items() if key not in names}
 
 
 async def in_sqlite_thread(driver: Any, fn: Callable[..., T], *args: Any) -> T:

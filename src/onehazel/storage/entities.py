@@ -33,10 +33,11 @@ _PG_COUNT_LIVE = """
 SELECT count(*) FROM entities
 WHERE workspace_id = $1 AND external_id = ANY($2::text[]) AND deleted_at IS NULL
 """
-_SQLITE_COUNT_LIVE = sa.text(
+SQLITE_COUNT_LIVE_SQL = (
     "SELECT count(*) FROM entities WHERE workspace_id = :ws AND deleted_at IS NULL"
     " AND external_id IN (SELECT value FROM json_each(:ids))"
 )
+_SQLITE_COUNT_LIVE = sa.text(SQLITE_COUNT_LIVE_SQL)
 
 _COLUMNS = (
     entities.c.external_id,

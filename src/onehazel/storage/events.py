@@ -167,7 +167,7 @@ _SQLITE_SEQS = (
     "SELECT event_id, seq, received_at FROM events"
     " WHERE workspace_id = ? AND event_id IN (SELECT value FROM json_each(?))"
 )
-_SQLITE_FINGERPRINTS = (
+SQLITE_FINGERPRINTS = (
     "SELECT event_id, fingerprint FROM events"
     " WHERE workspace_id = ? AND event_id IN (SELECT value FROM json_each(?))"
 )
@@ -176,6 +176,51 @@ _SQLITE_FINGERPRINTS = (
 def _sqlite_statement_sizes(count: int) -> Iterator[int]:
     """Rows per statement for ``count`` rows: blocks of ``_SQLITE_ROWS``, then powers of two."""
     return sqlite_block_sizes(count, _SQLITE_ROWS)
+
+
+@dataclass(frozen=True)
+class SqliteRows:
+    """A chunk's rows as the multi-row INSERTs take them (``sqlite_rows``)."""
+
+    values: list[Any]
+    """Every row's values, flat, rows ordered by entity (``_BY_ENTITY``)."""
+    sizes: list[int]
+    """Rows per statement (``_sqlite_statement_sizes``)."""
+    width: int
+    """Values per row."""
+
+
+def sqlite_rows(workspace_id: str, rows: EventColumns) -> SqliteRows:
+    """``rows`` flattened for ``_sqlite_insert_blocks``.
+
+    The rows go in ordered by entity (``_BY_ENTITY``; stable, so an entity's events keep
+    their order). Of the table's b-trees only the per-entity index takes a chunk's rows at
+    random places (the primary key and the time indexes take them near their end), and
+    SQLite's 2 MB page cache holds little of it: in entity order each of its leaf pages is
+    visited once per chunk instead of once per row: the statements took ~20% less of the
+    SQLite thread's CPU for 100,000 events over 1000 players (bench/batch_ingest.py). Nothing
+    reads the rows' physical order (seq, assigned in item order, orders an entity's events).
+    """
+    columns = rows.columns()
+    if any(len(column) != len(rows.event_id) for column in columns):
+        raise ValueError("the event columns differ in length")
+    if any(None in getattr(rows, name) for name in _SQLITE_NOT_NULL):
+        raise ValueError("an event row has no value where the table requires one")
+    ordered = sorted(zip(itertools.repeat(workspace_id), *columns), key=_BY_ENTITY)
+    sizes = list(_sqlite_statement_sizes(len(rows.event_id)))
+    return SqliteRows(list(itertools.chain.from_iterable(ordered)), sizes, len(_NAMES) + 1)
+
+
+def sqlite_insert_rows(
+    conn: sqlite3.Connection, flat: SqliteRows, appended: list[rollups.Delta]
+) -> int | None:
+    """In the driver's thread: insert the rows, and the ``appended`` deltas if every row went
+    in; rows added, or None (nothing written) when this SQLite takes fewer parameters than a
+    statement has: then ``EventRepository.insert_many`` inserts them (it falls back to
+    executemany)."""
+    if not _sqlite_multirow:
+        return None
+    return _sqlite_insert_blocks(conn, flat.values, flat.sizes, flat.width, appended)
 
 
 async def _sqlite_insert(
@@ -188,31 +233,16 @@ async def _sqlite_insert(
     event loop is not asked in between (its look-ahead work would hold each next statement
     up by a slice, ~25 ms a chunk in all). The first statement is the largest, so a
     parameter limit lower than ours fails it before anything is written.
-
-    The rows go in ordered by entity (``_BY_ENTITY``; stable, so an entity's events keep
-    their order). Of the table's b-trees only the per-entity index takes a chunk's rows at
-    random places (the primary key and the time indexes take them near their end), and
-    SQLite's 2 MB page cache holds little of it: in entity order each of its leaf pages is
-    visited once per chunk instead of once per row: the statements took ~20% less of the
-    SQLite thread's CPU for 100,000 events over 1000 players (bench/batch_ingest.py). Nothing
-    reads the rows' physical order (seq, assigned in item order, orders an entity's events).
     """
     global _sqlite_multirow
-    columns = rows.columns()
-    if any(len(column) != len(rows.event_id) for column in columns):
-        raise ValueError("the event columns differ in length")
-    if any(None in getattr(rows, name) for name in _SQLITE_NOT_NULL):
-        raise ValueError("an event row has no value where the table requires one")
-    ordered = sorted(zip(itertools.repeat(workspace_id), *columns), key=_BY_ENTITY)
-    values = list(itertools.chain.from_iterable(ordered))
-    width = len(_NAMES) + 1
+    flat = sqlite_rows(workspace_id, rows)
     appended = deltas or []
     if _sqlite_multirow:
-        sizes = list(_sqlite_statement_sizes(len(rows.event_id)))
-        added = await in_sqlite_thread(driver, _sqlite_insert_blocks, values, sizes, width, appended)
+        added = await in_sqlite_thread(driver, sqlite_insert_rows, flat, appended)
         if added is not None:
             return added
         _sqlite_multirow = False  # this SQLite was built with a lower limit
+    values, width = flat.values, flat.width
     cursor = await driver.executemany(
         _sqlite_insert_rows(1), [values[n : n + width] for n in range(0, len(values), width)]
     )
@@ -430,13 +460,22 @@ class EventRepository:
             started()
         deltas = rows.deltas(workspace_id)  # appended with the rows if every row goes in
         added = await _sqlite_insert(driver, workspace_id, rows, deltas)
+        return await self.settle_sqlite_insert(workspace_id, rows, added, counted=deltas is not None)
+
+    async def settle_sqlite_insert(
+        self, workspace_id: str, rows: EventColumns, added: int, *, counted: bool
+    ) -> set[str]:
+        """SQLite, after ``added`` of ``rows`` went in by ``_sqlite_insert_blocks`` (which
+        appended their deltas if they all did and ``counted``): the eventIds inserted, their
+        analytics deltas appended if that was not done."""
         if added == len(rows.event_id):  # the usual case: every eventId was new
-            if deltas is None:
+            if not counted:
                 await self._count(workspace_id, rows, None)
             return set(rows.event_id)
         if added == 0:  # a re-sent chunk
             return set()
         # Some were new: ours are the stored rows with this chunk's (seq, received_at).
+        driver = await sqlite_driver(self.conn)
         found = await driver.execute_fetchall(_SQLITE_SEQS, (workspace_id, json_list(rows.event_id)))
         stored = {row[0]: (row[1], row[2]) for row in found}
         inserted = {
@@ -465,7 +504,7 @@ class EventRepository:
             found = await driver.fetch(_PG_FINGERPRINTS, workspace_id, event_ids)
             return {row[0]: row[1] for row in found}
         driver = await sqlite_driver(self.conn)
-        found = await driver.execute_fetchall(_SQLITE_FINGERPRINTS, (workspace_id, json_list(event_ids)))
+        found = await driver.execute_fetchall(SQLITE_FINGERPRINTS, (workspace_id, json_list(event_ids)))
         return {row[0]: row[1] for row in found}
 
     async def get(self, workspace_id: str, event_id: str) -> EventRecord | None:

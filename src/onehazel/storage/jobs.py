@@ -26,7 +26,7 @@ STATUSES = (*ACTIVE, "completed", "failed")
 JOBS_SEQUENCE = sa.Sequence("jobs_seq")  # PostgreSQL only; created by migration 0002
 
 
-def _runnable(job: Any, now: int) -> tuple[Any, ...]:
+def _runnable(job: Any, now: Any) -> tuple[Any, ...]:
     """Conditions on ``job`` (an alias of jobs): unfinished, lease free, and no earlier job
     of its workspace unfinished."""
     earlier = jobs.alias("earlier")
@@ -66,6 +66,118 @@ class JobRecord:
 
 
 _COLUMNS = tuple(jobs.c[name] for name in JobRecord.__dataclass_fields__)
+JSON_FIELDS = ("errors", "warnings")
+JSON_PARAMETERS = ("new_errors", "new_warnings", "results")
+"""The JobRecord fields stored as JSON, and the statements' parameters that carry JSON: SQLAlchemy
+encodes and decodes them; the SQLite chunk path (storage/sqlite_chunk.py), which runs these
+statements on the driver, does it itself."""
+
+# The worker's statements, with named parameters: run through SQLAlchemy by JobRepository, and
+# compiled once for SQLite's own driver by the SQLite chunk path, so both run the same SQL.
+_THIS = (jobs.c.workspace_id == sa.bindparam("ws"), jobs.c.id == sa.bindparam("job"))
+GET = sa.select(*_COLUMNS).where(*_THIS)
+PAYLOAD = sa.select(jobs.c.payload).where(*_THIS)
+NEXT_QUEUED = (
+    sa.select(jobs.c.id, jobs.c.kind, jobs.c.total)
+    .where(
+        jobs.c.workspace_id == sa.bindparam("ws"),
+        jobs.c.status == "queued",
+        jobs.c.seq > sa.bindparam("after_seq"),
+    )
+    .order_by(jobs.c.seq)
+    .limit(1)
+)
+_job = jobs.alias("job")
+OTHERS_RUNNABLE = (
+    sa.select(_job.c.id)
+    .where(_job.c.workspace_id != sa.bindparam("ws"), *_runnable(_job, sa.bindparam("now")))
+    .limit(1)
+)
+# The runnable job (first unfinished of its workspace, lease free) that has waited longest
+# since it became runnable: see JobRepository.claim_next.
+CLAIM_PICK = (
+    sa.select(_job.c.workspace_id, _job.c.id)
+    .where(*_runnable(_job, sa.bindparam("now")))
+    .order_by(_job.c.ready_at, _job.c.seq)
+    .limit(1)
+)
+CLAIM = (
+    sa.update(jobs)
+    .where(*_THIS)
+    .values(
+        status="processing",
+        lease_owner=sa.bindparam("owner"),
+        lease_until=sa.bindparam("lease"),
+        started_at=sa.func.coalesce(jobs.c.started_at, sa.bindparam("now")),
+    )
+)
+_following = jobs.alias("following")
+# A job has finished: the workspace's next queued job is ready from now on. ((workspace_id,
+# status, seq) finds the one row.)
+READY_NEXT = (
+    sa.update(jobs)
+    .where(
+        jobs.c.workspace_id == sa.bindparam("ws"),
+        jobs.c.status == "queued",
+        jobs.c.seq
+        == sa.select(sa.func.min(_following.c.seq))
+        .where(
+            _following.c.workspace_id == sa.bindparam("ws"),
+            _following.c.status == "queued",
+            _following.c.seq > sa.bindparam("after_seq"),
+        )
+        .scalar_subquery(),
+    )
+    .values(ready_at=sa.bindparam("at"))
+)
+_PROGRESS_FIELDS = (
+    "status",
+    "processed",
+    "succeeded",
+    "failed",
+    "duplicates",
+    "errors",
+    "warnings",
+    "completed_at",
+    "lease_owner",
+    "lease_until",
+)
+# (A bindparam may not be named after a column the statement sets.)
+PROGRESS = (
+    sa.update(jobs).where(*_THIS).values({name: sa.bindparam(f"new_{name}") for name in _PROGRESS_FIELDS})
+)
+# A finished job drops its payload at once: the sealed batch (which may hold PII) lives no
+# longer than it is needed.
+PROGRESS_FINISHED = PROGRESS.values(payload=None)
+ADD_CHUNK = job_chunks.insert().values(
+    workspace_id=sa.bindparam("ws"),
+    job_id=sa.bindparam("job"),
+    start_index=sa.bindparam("start"),
+    outcomes=sa.bindparam("results"),
+)
+
+
+def progress_statements(record: JobRecord) -> list[tuple[Any, dict[str, Any]]]:
+    """The statements (and parameters) that persist ``record``'s counters, progress and
+    lease; for a finished job also moving its workspace's next job to the front."""
+    values = {f"new_{name}": getattr(record, name) for name in _PROGRESS_FIELDS}
+    this = {"ws": record.workspace_id, "job": record.id}
+    if record.status in ACTIVE:
+        return [(PROGRESS, {**this, **values})]
+    ready = {"ws": record.workspace_id, "after_seq": record.seq, "at": record.completed_at}
+    return [(READY_NEXT, ready), (PROGRESS_FINISHED, {**this, **values})]
+
+
+def chunk_parameters(
+    workspace_id: str, job_id: str, start_index: int, outcomes: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """``ADD_CHUNK``'s parameters."""
+    return {"ws": workspace_id, "job": job_id, "start": start_index, "results": outcomes}
+
+
+def record_of(row: Any) -> JobRecord:
+    """A JobRecord from a row of ``GET`` (columns in JobRecord's order)."""
+    return JobRecord(*row)
 
 
 class JobRepository:
@@ -100,11 +212,9 @@ class JobRepository:
         await self.conn.execute(jobs.insert().values(**values, payload=payload))
 
     async def get(self, workspace_id: str, job_id: str, *, lock: bool = False) -> JobRecord | None:
-        query = sa.select(*_COLUMNS).where(jobs.c.workspace_id == workspace_id, jobs.c.id == job_id)
-        if lock and is_postgres(self.conn):
-            query = query.with_for_update()
-        row = (await self.conn.execute(query)).first()
-        return JobRecord(**row._mapping) if row else None
+        query = GET.with_for_update() if lock and is_postgres(self.conn) else GET
+        row = (await self.conn.execute(query, {"ws": workspace_id, "job": job_id})).first()
+        return record_of(row) if row else None
 
     async def by_idempotency_key(self, workspace_id: str, key: str) -> JobRecord | None:
         query = sa.select(*_COLUMNS).where(jobs.c.workspace_id == workspace_id, jobs.c.idempotency_key == key)
@@ -112,28 +222,21 @@ class JobRepository:
         return JobRecord(**row._mapping) if row else None
 
     async def payload(self, workspace_id: str, job_id: str) -> bytes | None:
-        query = sa.select(jobs.c.payload).where(jobs.c.workspace_id == workspace_id, jobs.c.id == job_id)
-        value = (await self.conn.execute(query)).scalar_one_or_none()
+        value = (await self.conn.execute(PAYLOAD, {"ws": workspace_id, "job": job_id})).scalar_one_or_none()
         return bytes(value) if value is not None else None
 
     async def next_queued(self, workspace_id: str, *, after_seq: int) -> tuple[str, str, int] | None:
         """(id, kind, total) of the workspace's next queued job after ``after_seq``, unclaimed:
         what the worker may read ahead while it applies the current one."""
-        query = (
-            sa.select(jobs.c.id, jobs.c.kind, jobs.c.total)
-            .where(jobs.c.workspace_id == workspace_id, jobs.c.status == "queued", jobs.c.seq > after_seq)
-            .order_by(jobs.c.seq)
-            .limit(1)
-        )
-        row = (await self.conn.execute(query)).first()
+        row = (await self.conn.execute(NEXT_QUEUED, {"ws": workspace_id, "after_seq": after_seq})).first()
         return (row[0], row[1], row[2]) if row else None
 
     async def others_runnable(self, workspace_id: str, *, now: int) -> bool:
         """Has another workspace a runnable job? Then that one is claimed before this
         workspace's next (whose ``ready_at`` moves to the end of the current job)."""
-        job = jobs.alias("job")
-        query = sa.select(job.c.id).where(job.c.workspace_id != workspace_id, *_runnable(job, now)).limit(1)
-        return (await self.conn.execute(query)).first() is not None
+        return (
+            await self.conn.execute(OTHERS_RUNNABLE, {"ws": workspace_id, "now": now})
+        ).first() is not None
 
     async def claim_next(
         self, *, owner: str, now: int, lease_until: int, clock: Callable[[], int] | None = None
@@ -148,77 +251,28 @@ class JobRepository:
         transaction committed, so a start read now is never before the previous job's
         ``completedAt``; ``now`` was read before the query and could be.
         """
-        job = jobs.alias("job")
-        query = (
-            sa.select(job.c.workspace_id, job.c.id)
-            .where(*_runnable(job, now))
-            .order_by(job.c.ready_at, job.c.seq)
-            .limit(1)
-        )
+        query = CLAIM_PICK
         if is_postgres(self.conn):
-            query = query.with_for_update(skip_locked=True, of=job)
-        row = (await self.conn.execute(query)).first()
+            query = query.with_for_update(skip_locked=True, of=_job)
+        row = (await self.conn.execute(query, {"now": now})).first()
         if row is None:
             return None
         workspace_id, job_id = row
         if clock is not None:
             claimed = clock()
             lease_until, now = lease_until + (claimed - now), claimed
-        claim = (
-            sa.update(jobs)
-            .where(jobs.c.workspace_id == workspace_id, jobs.c.id == job_id)
-            .values(
-                status="processing",
-                lease_owner=owner,
-                lease_until=lease_until,
-                started_at=sa.func.coalesce(jobs.c.started_at, now),
-            )
-        )
+        params = {"ws": workspace_id, "job": job_id, "owner": owner, "lease": lease_until, "now": now}
         if is_postgres(self.conn):  # one round trip less (SQLite before 3.35 has no RETURNING)
-            updated = (await self.conn.execute(claim.returning(*_COLUMNS))).first()
-            return JobRecord(**updated._mapping) if updated else None
-        await self.conn.execute(claim)
+            updated = (await self.conn.execute(CLAIM.returning(*_COLUMNS), params)).first()
+            return record_of(updated) if updated else None
+        await self.conn.execute(CLAIM, params)
         return await self.get(workspace_id, job_id)
 
     async def save_progress(self, record: JobRecord) -> None:
         """Persist counters, progress and lease; called in the chunk's own transaction.
-
-        A finished job drops its payload at once: the sealed batch (which may
-        hold PII) lives no longer than it is needed.
-        """
-        extra: dict[str, Any] = {"payload": None} if record.status not in ACTIVE else {}
-        if record.status not in ACTIVE:  # the workspace's next job is ready from now on
-            following = jobs.alias("following")
-            next_seq = (
-                sa.select(sa.func.min(following.c.seq))
-                .where(
-                    following.c.workspace_id == record.workspace_id,
-                    following.c.status == "queued",
-                    following.c.seq > record.seq,
-                )
-                .scalar_subquery()
-            )
-            mine = (jobs.c.workspace_id == record.workspace_id, jobs.c.status == "queued")
-            await self.conn.execute(  # (workspace_id, status, seq) finds the one row
-                sa.update(jobs).where(*mine, jobs.c.seq == next_seq).values(ready_at=record.completed_at)
-            )
-        await self.conn.execute(
-            sa.update(jobs)
-            .where(jobs.c.workspace_id == record.workspace_id, jobs.c.id == record.id)
-            .values(
-                **extra,
-                status=record.status,
-                processed=record.processed,
-                succeeded=record.succeeded,
-                failed=record.failed,
-                duplicates=record.duplicates,
-                errors=record.errors,
-                warnings=record.warnings,
-                completed_at=record.completed_at,
-                lease_owner=record.lease_owner,
-                lease_until=record.lease_until,
-            )
-        )
+        A finished job drops its payload (``PROGRESS_FINISHED``)."""
+        for statement, params in progress_statements(record):
+            await self.conn.execute(statement, params)
 
     async def release(self, workspace_id: str, job_id: str, *, owner: str) -> None:
         """Give a lease back (graceful shutdown) so another worker resumes at once."""
@@ -236,11 +290,7 @@ class JobRepository:
     async def add_chunk(
         self, workspace_id: str, job_id: str, *, start_index: int, outcomes: list[dict[str, Any]]
     ) -> None:
-        await self.conn.execute(
-            job_chunks.insert().values(
-                workspace_id=workspace_id, job_id=job_id, start_index=start_index, outcomes=outcomes
-            )
-        )
+        await self.conn.execute(ADD_CHUNK, chunk_parameters(workspace_id, job_id, start_index, outcomes))
 
     async def chunks(self, workspace_id: str, job_id: str, *, from_index: int) -> list[tuple[int, list[Any]]]:
         """Outcome chunks that hold items at or after ``from_index``, in item order."""
