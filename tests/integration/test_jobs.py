@@ -278,6 +278,30 @@ async def test_later_job_waits_for_an_earlier_job_under_a_live_lease(services: S
     assert (later["status"], later["succeeded"], later["failed"]) == ("completed", 10, 0)
 
 
+async def test_an_idempotency_key_stored_meanwhile_gives_the_first_job(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests with one Idempotency-Key both find no job for it; the second one's insert
+    then fails on the key's unique constraint (on SQLite in the driver's own call, raising the
+    driver's IntegrityError) and it answers with the first job, 200 not 202."""
+    ws = await tenant(services)
+    body = json.dumps({"events": deposits(3)}).encode()
+    first, created = await services.batch.accept(ws, kind="events", body=body, total=3, idempotency_key="k-1")
+    assert created
+    real = services.batch._replayed
+    looks = 0
+
+    async def not_yet(*args: Any, **kwargs: Any) -> Any:
+        nonlocal looks
+        looks += 1
+        return None if looks == 1 else await real(*args, **kwargs)  # the first look came too early
+
+    monkeypatch.setattr(services.batch, "_replayed", not_yet)
+    again, created = await services.batch.accept(ws, kind="events", body=body, total=3, idempotency_key="k-1")
+    assert (created, looks, again["jobId"]) == (False, 2, first["jobId"])
+    assert await count(services, jobs, ws) == 1
+
+
 # --- crashes, leases, graceful stop -------------------------------------------------------------
 
 

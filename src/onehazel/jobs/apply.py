@@ -400,7 +400,7 @@ class Planned:
 
     prepared: PreparedEvents
     rows: EventColumns | None
-    """The rows to write, stamped; None for a re-send."""
+    """The rows to write (``PreparedEvents.rows``); None for a re-send."""
     outcomes: list[dict[str, Any]]
     """Assuming every row goes in."""
 
@@ -416,9 +416,7 @@ class Planned:
         )
 
 
-def plan(
-    core: Any, prepared: PreparedEvents, replayed: bool, existing: dict[str, str] | None
-) -> Planned | None:
+def plan(prepared: PreparedEvents, replayed: bool, existing: dict[str, str] | None) -> Planned | None:
     """The chunk's outcomes before its write, when every entity it names is live (checked by
     the caller) and it is the usual new chunk (``replayed`` False, rows built ahead) or a
     re-send of stored events only (``existing``: their stored fingerprints; no PII, whose
@@ -427,10 +425,9 @@ def plan(
     start, fingerprints = prepared.start, prepared.fingerprints
     rows = None
     if not replayed:
-        rows = prepared.rows
+        rows = prepared.rows  # stamped by the caller
         if rows is None:
             return None
-        stamp(core, rows, core.clock())
         for item in prepared.checked:
             outcomes[item.offset] = item.stored
     else:

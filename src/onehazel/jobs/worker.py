@@ -44,10 +44,12 @@ from onehazel.jobs.apply import (
     plan,
     prepare_events_async,
     replay_sample,
+    stamp,
 )
 from onehazel.services.container import Services
-from onehazel.storage.events import sqlite_rows
+from onehazel.storage.events import SqliteRows, sqlite_rows
 from onehazel.storage.jobs import JobRecord
+from onehazel.storage.rollups import Delta
 from onehazel.storage.sqlite_chunk import ChunkQuestions, ChunkWrites, finish_chunk, open_chunk
 from onehazel.storage.unit_of_work import UnitOfWork
 
@@ -222,7 +224,8 @@ class Worker:
                 fingerprints = await self.core.fingerprinter(ws)  # also before the transaction
                 prepared = await self._prepared(ahead, job, batch, start, template, fingerprints)
                 ahead = self._look_ahead(job, batch, start + size, template, fingerprints)
-                chunk_of = _Chunk(ws, job, batch, size, template, fingerprints, prepared, ahead)
+                staged = self._stage(ws, prepared)
+                chunk_of = _Chunk(ws, job, batch, size, template, fingerprints, prepared, ahead, staged)
                 async with self.core.store.begin() as uow:
                     step = await self._chunk(uow, chunk_of, stop)
                 if step is None:
@@ -284,6 +287,19 @@ class Worker:
         go()  # the COMMIT (its log write and sync) runs beside the look-ahead
         return updated, claimed, outcomes
 
+    def _stage(self, ws: Workspace, prepared: PreparedEvents | None) -> _Staged | None:
+        """For :meth:`_sqlite_chunk`: the rows built ahead, stamped and flattened for the
+        INSERTs, and their analytics deltas, before the transaction (which holds the one
+        connection that HTTP requests wait for too) rather than in it."""
+        if not self.sqlite_chunks or prepared is None or prepared.rows is None:
+            return None
+        rows = prepared.rows
+        deltas = rows.deltas(ws.id)
+        if deltas is None:  # rows built ahead are counted as they are built: not expected
+            return None
+        stamp(self.core, rows, self.core.clock())
+        return _Staged(sqlite_rows(ws.id, rows), deltas)
+
     def _note_replaying(self, job: JobRecord, outcomes: list[dict[str, Any]]) -> None:
         if job.kind == "events" and outcomes:
             self._replaying = all(o["status"] == "duplicate" for o in outcomes)
@@ -320,20 +336,17 @@ class Worker:
         chunk_size = len(c.batch.items[current.processed : current.processed + c.size])
         planned = None
         if opening.live and prepared.fits(template, c.fingerprints, current.processed, chunk_size):
-            planned = plan(self.core, prepared, opening.replayed, opening.existing)
-        if planned is None:
-            return _Fast(current)
-        rows = planned.rows
-        deltas = rows.deltas(ws.id) if rows is not None else []
-        if deltas is None:  # rows built ahead are counted as they are built: not expected
+            planned = plan(prepared, opening.replayed, opening.existing)
+        rows = planned.rows if planned is not None else None
+        if planned is None or (rows is not None and c.staged is None):
             return _Fast(current)
         now = self.core.clock()
         updated = advance(current, planned.outcomes, now=now, lease_until=now + self.lease)
         writes = ChunkWrites(
             workspace_id=ws.id,
-            rows=sqlite_rows(ws.id, rows) if rows is not None else None,
+            rows=c.staged.flat if rows is not None and c.staged is not None else None,
             row_count=len(rows.event_id) if rows is not None else 0,
-            deltas=deltas,
+            deltas=c.staged.deltas if rows is not None and c.staged is not None else [],
             outcomes=planned.outcomes,
             start=current.processed,
             progress=updated,
@@ -553,6 +566,16 @@ class _Chunk:
     prepared: PreparedEvents | None
     ahead: Ahead | None
     """The look-ahead of the job's next chunk, if any."""
+    staged: _Staged | None
+    """``prepared.rows`` ready for the SQLite chunk path (``Worker._stage``)."""
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """A chunk's rows built ahead, stamped: flattened for the INSERTs, and their deltas."""
+
+    flat: SqliteRows
+    deltas: list[Delta]
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,16 @@ it lapses another worker resumes from the committed ``processed`` index.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from onehazel.storage.engine import is_postgres
+from onehazel.storage.engine import is_postgres, sqlite_sql
 from onehazel.storage.tables import job_chunks, jobs
 
 ACTIVE = ("queued", "processing")
@@ -157,6 +159,52 @@ ADD_CHUNK = job_chunks.insert().values(
 )
 
 
+_INSERTED = tuple(name for name in JobRecord.__dataclass_fields__ if name != "seq")
+_INSERT = jobs.insert().values(
+    {
+        **{name: sa.bindparam(f"new_{name}") for name in _INSERTED},
+        "ready_at": sa.bindparam("new_ready_at"),
+        "payload": sa.bindparam("new_payload"),
+    }
+)
+INSERT_PG = _INSERT.values(seq=JOBS_SEQUENCE.next_value())
+# One past the largest seq stored (an index lookup per status), or the caller's if larger.
+INSERT_SQLITE = _INSERT.values(
+    seq=sa.func.max(
+        sa.bindparam("new_seq"),
+        *(
+            sa.select(sa.func.coalesce(sa.func.max(jobs.c.seq), 0) + 1)
+            .where(jobs.c.status == status)
+            .scalar_subquery()
+            for status in STATUSES
+        ),
+    )
+)
+
+
+def insert_parameters(record: JobRecord, payload: bytes) -> dict[str, Any]:
+    """The parameters of ``INSERT_PG`` and ``INSERT_SQLITE``: a queued job, ready (to be
+    claimed) from its acceptance on; ``ready_at`` moves on when the job before it finishes."""
+    values = {f"new_{name}": getattr(record, name) for name in JobRecord.__dataclass_fields__}
+    return {**values, "new_ready_at": record.created_at, "new_payload": payload}
+
+
+def insert_sqlite(conn: sqlite3.Connection, record: JobRecord, payload: bytes) -> None:
+    """``JobRepository.insert`` (SQLite) on the driver, in its thread: the accepting request's
+    one call there (``Store.sqlite_transaction``)."""
+    params = insert_parameters(record, payload)
+    sql, fixed = sqlite_sql(INSERT_SQLITE)
+    conn.execute(sql, {**fixed, **json_encoded(params)})
+
+
+def json_encoded(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with the JSON ones (``JSON_PARAMETERS``) as JSON text, for the driver."""
+    return {
+        name: orjson.dumps(value).decode() if name in JSON_PARAMETERS else value
+        for name, value in params.items()
+    }
+
+
 def progress_statements(record: JobRecord) -> list[tuple[Any, dict[str, Any]]]:
     """The statements (and parameters) that persist ``record``'s counters, progress and
     lease; for a finished job also moving its workspace's next job to the front."""
@@ -195,21 +243,12 @@ class JobRepository:
         SQLite: transactions are serial (``BEGIN IMMEDIATE``), so one past the largest
         stored ``seq`` (an index lookup per status), or the caller's clock value if larger;
         not the clock alone, which runs apart in two server processes."""
-        values: dict[str, Any] = {name: getattr(record, name) for name in JobRecord.__dataclass_fields__}
-        values["ready_at"] = record.created_at  # moved on when the job before it finishes
         if is_postgres(self.conn):
             lock_key = sa.func.hashtextextended(f"onehazel.jobs/{record.workspace_id}", 0)
             await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_key)))
-            values["seq"] = JOBS_SEQUENCE.next_value()
+            await self.conn.execute(INSERT_PG, insert_parameters(record, payload))
         else:
-            after = [
-                sa.select(sa.func.coalesce(sa.func.max(jobs.c.seq), 0) + 1)
-                .where(jobs.c.status == status)
-                .scalar_subquery()
-                for status in STATUSES
-            ]
-            values["seq"] = sa.func.max(record.seq, *after)
-        await self.conn.execute(jobs.insert().values(**values, payload=payload))
+            await self.conn.execute(INSERT_SQLITE, insert_parameters(record, payload))
 
     async def get(self, workspace_id: str, job_id: str, *, lock: bool = False) -> JobRecord | None:
         query = GET.with_for_update() if lock and is_postgres(self.conn) else GET

@@ -151,11 +151,8 @@ def _finish(conn: sqlite3.Connection, writes: ChunkWrites) -> tuple[int | None, 
         *job_sql.progress_statements(job),
     ]
     for statement, params in statements:
-        for name in job_sql.JSON_PARAMETERS:
-            if name in params:
-                params[name] = orjson.dumps(params[name]).decode()
         sql, fixed = sqlite_sql(statement)
-        conn.execute(sql, {**fixed, **params})
+        conn.execute(sql, {**fixed, **job_sql.json_encoded(params)})
     claimed = _claim(conn, *writes.claim, writes.clock) if writes.claim is not None else None
     conn.execute("COMMIT")
     return added, claimed

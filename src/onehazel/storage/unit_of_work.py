@@ -8,8 +8,10 @@ began), so nothing is half-written and the client may retry.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 import asyncpg
 import sqlalchemy as sa
@@ -18,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from onehazel.domain.errors import Unavailable
 from onehazel.storage.analytics import AnalyticsRepository
 from onehazel.storage.audit import AuditRepository
-from onehazel.storage.engine import SQLITE_BUSY_TIMEOUT_MS
+from onehazel.storage.engine import SQLITE_BUSY_TIMEOUT_MS, in_sqlite_thread
 from onehazel.storage.entities import EntityRepository
 from onehazel.storage.events import EventRepository
 from onehazel.storage.jobs import JobRepository
@@ -26,6 +28,8 @@ from onehazel.storage.rate_limits import RateLimitRepository
 from onehazel.storage.retention import RetentionRepository
 from onehazel.storage.states import StateRepository
 from onehazel.storage.workspaces import WorkspaceRepository
+
+T = TypeVar("T")
 
 _UNAVAILABLE = (
     # Raw driver calls (bulk paths) raise asyncpg's own connection errors.
@@ -54,6 +58,18 @@ class UnitOfWork:
         self.analytics = AnalyticsRepository(conn)
 
 
+def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn, *args)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
 # How long the checkpoint after a purge waits for other processes' readers (Store.forget_overwritten).
 CHECKPOINT_WAIT_MS = 200
 
@@ -71,6 +87,27 @@ class Store:
             async with self.engine.begin() as conn:
                 yield UnitOfWork(conn)
         except _UNAVAILABLE as exc:
+            raise Unavailable(
+                "the database is unavailable; nothing was written, retry later",
+                headers={"Retry-After": "1"},
+            ) from exc
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    async def sqlite_transaction(self, fn: Callable[..., T], *args: Any) -> T:
+        """SQLite: ``fn(sqlite3_connection, *args)`` in a transaction of its own (``BEGIN
+        IMMEDIATE`` .. ``COMMIT``, rolled back if it raises), in one call into the driver's
+        thread: one turn of the connection instead of one per statement (each waits for the
+        event loop on its way back). ``fn`` runs the driver's own statements. Errors are the
+        driver's (``sqlite3.IntegrityError``...), those of a database out of reach
+        ``Unavailable``."""
+        try:
+            async with self.engine.connect() as conn:  # no transaction of SQLAlchemy's
+                driver = (await conn.get_raw_connection()).driver_connection
+                return await in_sqlite_thread(driver, _in_transaction, fn, *args)
+        except (*_UNAVAILABLE, sqlite3.OperationalError) as exc:
             raise Unavailable(
                 "the database is unavailable; nothing was written, retry later",
                 headers={"Retry-After": "1"},
