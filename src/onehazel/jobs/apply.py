@@ -170,6 +170,8 @@ class PreparedEvents:
     """The eventIds of the rows built ahead."""
     pii: bool = False
     """Some checked item has PII."""
+    staged: Any = None
+    """``rows`` made ready for the worker's database, by the worker (``Worker._stage``)."""
     reread: Callable[[int], Any] | None = None
     """Set when the items came from orjson: item ``i`` (a job index) as the exact parser
     reads it, for any item the validation's fast path declines (``event_fast``)."""

@@ -130,6 +130,8 @@ class ChunkWrites:
     row_count: int
     deltas: list[Delta]
     outcomes: list[dict[str, Any]]
+    encoded: str | None
+    """``outcomes`` as JSON text, when encoded already (else here, in the thread)."""
     start: int
     progress: JobRecord
     claim: tuple[str, int] | None
@@ -146,13 +148,17 @@ def _finish(conn: sqlite3.Connection, writes: ChunkWrites) -> tuple[int | None, 
             return added_or_none, None  # not committed: the generic path goes on
         added = added_or_none
     ws, job = writes.workspace_id, writes.progress
+    outcomes = writes.encoded if writes.encoded is not None else orjson.dumps(writes.outcomes).decode()
     statements = [
-        (job_sql.ADD_CHUNK, job_sql.chunk_parameters(ws, job.id, writes.start, writes.outcomes)),
-        *job_sql.progress_statements(job),
+        (job_sql.ADD_CHUNK, {**job_sql.chunk_parameters(ws, job.id, writes.start, []), "results": outcomes}),
+        *(
+            (statement, job_sql.json_encoded(params))
+            for statement, params in job_sql.progress_statements(job)
+        ),
     ]
     for statement, params in statements:
         sql, fixed = sqlite_sql(statement)
-        conn.execute(sql, {**fixed, **job_sql.json_encoded(params)})
+        conn.execute(sql, {**fixed, **params})
     claimed = _claim(conn, *writes.claim, writes.clock) if writes.claim is not None else None
     conn.execute("COMMIT")
     return added, claimed
