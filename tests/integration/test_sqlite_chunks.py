@@ -137,17 +137,22 @@ async def both_ways(
     return fast_seen, fast_chunks
 
 
-async def test_a_new_batch_and_its_resend(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
-    items = new_batch()
+def one_then_another(first: list[dict[str, Any]], then: list[dict[str, Any]]) -> Scenario:
+    """A scenario: the batch ``first`` is applied, then the batch ``then``."""
 
     async def scenario(services: Services, ws: Workspace, fast: bool) -> list[str]:
-        first = await accept(services, ws, items)
-        await drain(services, fast=fast)
-        again = await accept(services, ws, items)
-        await drain(services, fast=fast)
-        return [first, again]
+        job_ids = []
+        for items in (first, then):
+            job_ids.append(await accept(services, ws, items))
+            await drain(services, fast=fast)
+        return job_ids
 
-    shown, fast_chunks = await both_ways(services, monkeypatch, scenario)
+    return scenario
+
+
+async def test_a_new_batch_and_its_resend(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    items = new_batch()
+    shown, fast_chunks = await both_ways(services, monkeypatch, one_then_another(items, items))
     assert fast_chunks == 2  # the new batch, then its re-send
     (first, first_items), (again, again_items) = shown["jobs"]
     assert (first["succeeded"], first["failed"], first["duplicates"]) == (298, 2, 0)
@@ -177,15 +182,7 @@ async def test_a_resend_with_a_changed_event(services: Services, monkeypatch: py
     items = [deposit(i) for i in range(50)]
     changed = [dict(item) for item in items]
     changed[30] = deposit(30, amount="999.99")  # same eventId, another event
-
-    async def scenario(services: Services, ws: Workspace, fast: bool) -> list[str]:
-        first = await accept(services, ws, items)
-        await drain(services, fast=fast)
-        again = await accept(services, ws, changed)
-        await drain(services, fast=fast)
-        return [first, again]
-
-    shown, fast_chunks = await both_ways(services, monkeypatch, scenario)
+    shown, fast_chunks = await both_ways(services, monkeypatch, one_then_another(items, changed))
     assert fast_chunks == 2
     again, again_items = shown["jobs"][1]
     assert (again["duplicates"], again["failed"]) == (49, 1)
