@@ -24,8 +24,7 @@ import onehazel.storage.sqlite_chunk as sqlite_chunk
 from onehazel.domain.workspace import Workspace
 from onehazel.jobs.worker import Worker
 from onehazel.services.container import Services
-from onehazel.storage.events import sqlite_insert_rows
-from onehazel.storage.tables import events, jobs
+from onehazel.storage.tables import events, job_chunks, jobs
 from tests.integration.test_event_bulk_write import counted
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])  # the path exists on SQLite only
@@ -82,14 +81,15 @@ async def accept(services: Services, ws: Workspace, items: list[dict[str, Any]])
     return str(job["jobId"])
 
 
-async def drain(services: Services, *, fast: bool) -> None:
-    worker = Worker(services, sqlite_chunks=fast)
+async def drain(services: Services, *, fast: bool, chunk: int | None = None) -> None:
+    worker = Worker(services, sqlite_chunks=fast, events_chunk=chunk)
     while await worker.run_once():
         pass
 
 
 async def seen(services: Services, ws: Workspace, job_ids: list[str]) -> dict[str, Any]:
-    """What a user sees of the workspace: jobs, item outcomes, stored events, rollups."""
+    """What a user sees of the workspace: jobs, item outcomes, stored events, the order an
+    entity's events are listed in (timestamp, then server order: ``seq``), rollups."""
     seen_jobs = []
     for job_id in job_ids:
         job = await services.batch.get(ws, job_id)
@@ -106,13 +106,30 @@ async def seen(services: Services, ws: Workspace, job_ids: list[str]) -> dict[st
             .order_by(events.c.event_id)
         )
         rows = [tuple(row) for row in stored]
+        listed = await uow.conn.execute(
+            sa.select(events.c.external_id, events.c.event_id)
+            .where(events.c.workspace_id == ws.id)
+            .order_by(events.c.external_id, events.c.ts, events.c.seq, events.c.event_id)
+        )
+        listings: dict[str, list[str]] = {}
+        for external_id, event_id in listed:
+            listings.setdefault(external_id, []).append(event_id)
+        chunk_rows = await uow.conn.execute(
+            sa.select(sa.func.count()).where(job_chunks.c.workspace_id == ws.id)
+        )
         payloads = await uow.conn.execute(
             sa.select(sa.func.count()).where(jobs.c.workspace_id == ws.id, jobs.c.payload.is_not(None))
         )
         assert payloads.scalar_one() == 0  # every finished job dropped its payload
     rollup = await counted(services, ws.id)
     assert rollup == await counted(services, ws.id, rebuilt=True)
-    return {"jobs": seen_jobs, "events": rows, "rollup": rollup}
+    return {
+        "jobs": seen_jobs,
+        "events": rows,
+        "listings": listings,
+        "outcome rows": chunk_rows.scalar_one(),
+        "rollup": rollup,
+    }
 
 
 Scenario = Callable[[Services, Workspace, bool], Awaitable[list[str]]]
@@ -165,15 +182,36 @@ async def test_a_new_batch_and_its_resend(services: Services, monkeypatch: pytes
 async def test_jobs_queued_together_are_read_ahead(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Each job's chunk reads the next job ahead and claims it, in its own two calls."""
     batches = [[deposit(i) for i in range(n * 100, n * 100 + 100)] for n in range(4)]
+    read_ahead: list[str] = []
+    real_reading = worker_module.Ahead.reading.__func__  # type: ignore[attr-defined]
+
+    def reading(cls: Any, worker: Worker, ws: Workspace, job_id: str, *args: Any) -> Any:
+        read_ahead.append(job_id)
+        return real_reading(cls, worker, ws, job_id, *args)
+
+    monkeypatch.setattr(worker_module.Ahead, "reading", classmethod(reading))
+    claimed: list[str] = []
+    real_claim = sqlite_chunk._claim
+
+    def claim(*args: Any) -> Any:
+        job = real_claim(*args)
+        claimed.append(job.id if job is not None else "none")
+        return job
+
+    monkeypatch.setattr(sqlite_chunk, "_claim", claim)
 
     async def scenario(services: Services, ws: Workspace, fast: bool) -> list[str]:
         job_ids = [await accept(services, ws, items) for items in batches]
         await drain(services, fast=fast)  # each job's last chunk reads the next one ahead
         return job_ids
 
+    fast_read_ahead = 3  # the two-call way runs first: the jobs it read ahead and claimed
     shown, fast_chunks = await both_ways(services, monkeypatch, scenario)
     assert fast_chunks == 4
+    assert len(read_ahead) == fast_read_ahead + 3  # the generic way reads the next job ahead too
+    assert claimed[:fast_read_ahead] == read_ahead[:fast_read_ahead]
     assert [job["succeeded"] for job, _ in shown["jobs"]] == [100] * 4
     assert len(shown["events"]) == 400
 
@@ -228,13 +266,14 @@ async def test_chunks_the_generic_path_takes(services: Services, monkeypatch: py
     assert [o["status"] for o in shown["jobs"][6][1]] == ["succeeded", "succeeded", "duplicate"]
 
 
-async def test_an_event_stored_meanwhile_is_judged_not_doubled(
+async def test_an_event_stored_already_deep_in_a_new_chunk_is_judged_not_doubled(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An eventId deep in a new chunk (so the re-send probe misses it) is stored between the
-    look-ahead and the write, as a single write in another process would: the two-call path
-    writes the rest, does not commit, and the chunk's outcomes and analytics are settled by
-    the generic path in the same transaction."""
+    """An eventId stored already (by single writes) deep in a new chunk, so that the re-send
+    probe (the chunk's first few eventIds) misses it, as with one a single write in another
+    process stores between the look-ahead and the write: the two-call path writes the rest,
+    does not commit, and the chunk's outcomes and analytics are settled by the generic path
+    in the same transaction."""
     items = [deposit(i) for i in range(40)]
 
     async def scenario(services: Services, ws: Workspace, fast: bool) -> list[str]:
@@ -274,10 +313,22 @@ async def test_a_crash_before_the_commit_leaves_nothing(
     job_id = await accept(services, ws, [deposit(i) for i in range(100)])
     real = sqlite_chunk._finish
 
+    class DiesAtCommit:
+        """The driver's connection, but the process dies as the COMMIT is sent."""
+
+        def __init__(self, conn: Any) -> None:
+            self.conn = conn
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            if sql == "COMMIT":
+                raise RuntimeError("simulated crash")
+            return self.conn.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.conn, name)
+
     def dying(conn: Any, writes: sqlite_chunk.ChunkWrites) -> Any:
-        assert writes.rows is not None
-        sqlite_insert_rows(conn, writes.rows, writes.deltas)
-        raise RuntimeError("simulated crash")
+        return real(DiesAtCommit(conn), writes)  # rows, outcomes, progress, claim: all written
 
     monkeypatch.setattr(sqlite_chunk, "_finish", dying)
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -295,3 +346,34 @@ async def test_a_crash_before_the_commit_leaves_nothing(
     assert (job["status"], job["succeeded"]) == ("completed", 100)
     assert [o["status"] for o in outcomes] == ["succeeded"] * 100
     assert len(shown["events"]) == 100
+
+
+async def test_a_chunk_after_one_the_generic_path_took_is_listed_after_it(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One entity's events at one timestamp are listed in server order (``seq``), which must be
+    the items' order. The job's first chunk goes the generic way (it names an unknown entity)
+    and is stamped as it is written; the second, checked and staged while the first was
+    written, is stamped as it is written too, so it is listed after the first."""
+    items = [{**deposit(i, player=0), "timestamp": "2026-11-02T10:00:00Z"} for i in range(400)]
+    items[5] = {**items[5], "externalId": "nobody"}
+
+    async def scenario(services: Services, ws: Workspace, fast: bool) -> list[str]:
+        job_id = await accept(services, ws, items)
+        await drain(services, fast=fast, chunk=200)
+        return [job_id]
+
+    shown, fast_chunks = await both_ways(services, monkeypatch, scenario)
+    assert fast_chunks == 1  # the second chunk
+    assert shown["listings"]["p-0"] == [item["eventId"] for i, item in enumerate(items) if i != 5]
+
+
+async def test_an_empty_job(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario(services: Services, ws: Workspace, fast: bool) -> list[str]:
+        job_id = await accept(services, ws, [])
+        await drain(services, fast=fast)
+        return [job_id]
+
+    shown, _ = await both_ways(services, monkeypatch, scenario)
+    job, outcomes = shown["jobs"][0]
+    assert (job["status"], job["total"], outcomes, shown["outcome rows"]) == ("completed", 0, [], 0)

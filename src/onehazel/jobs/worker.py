@@ -48,7 +48,7 @@ from onehazel.jobs.apply import (
     stamp,
 )
 from onehazel.services.container import Services
-from onehazel.storage.events import SqliteRows, sqlite_rows
+from onehazel.storage.events import SqliteRows, restamp, sqlite_rows
 from onehazel.storage.jobs import JobRecord
 from onehazel.storage.rollups import Delta
 from onehazel.storage.sqlite_chunk import ChunkQuestions, ChunkWrites, finish_chunk, open_chunk
@@ -311,13 +311,15 @@ class Worker:
         return updated, claimed, outcomes
 
     def _stage(self, workspace_id: str, prepared: PreparedEvents) -> _Staged | None:
-        """For :meth:`_sqlite_chunk`: the rows built ahead, stamped (their ``receivedAt`` is
-        when they were checked, a chunk's transaction or so before they are written) and
-        flattened for the INSERTs, their analytics deltas, and the chunk's outcomes (should
-        every row go in) as JSON text and as a tally for the job row. Made with the check (in
-        the look-ahead, beside the previous chunk's write), not in the chain from one chunk's
-        COMMIT to the next one's write: ~10 ms a 5000-event chunk (the outcomes' JSON, encoded
-        in SQLite's thread, took ~4 ms of it with the GIL held)."""
+        """For :meth:`_sqlite_chunk`: the rows built ahead, flattened for the INSERTs, their
+        analytics deltas, and the chunk's outcomes (should every row go in) as JSON text and
+        as a tally for the job row. Made with the check (in the look-ahead, beside the
+        previous chunk's write), not in the chain from one chunk's COMMIT to the next one's
+        write: ~10 ms a 5000-event chunk (the outcomes' JSON, encoded in SQLite's thread, took
+        ~4 ms of it with the GIL held). The rows' time of receipt and server order are given
+        here for the flattening and again as the chunk is written (``restamp``): a chunk
+        before it may still go the generic way, which stamps its rows at its write, and an
+        entity's events are listed in ``seq`` order among those of one timestamp."""
         if not self.sqlite_chunks or prepared.rows is None:
             return None
         rows = prepared.rows
@@ -372,6 +374,9 @@ class Worker:
                 return _Fast(current)
             planned = Planned(prepared, prepared.rows, staged.outcomes)
             rows, summed, encoded = staged.flat, staged.tally, staged.encoded
+            assert prepared.rows is not None  # staged rows are built rows
+            stamp(self.core, prepared.rows, self.core.clock())  # now, in write order
+            restamp(rows, prepared.rows)
         else:
             replay = plan(prepared, True, opening.existing)
             if replay is None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import operator
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -140,8 +139,6 @@ SELECT event_id, fingerprint FROM events WHERE workspace_id = $1 AND event_id = 
 # 11 values stay under SQLite's default limit of 32,766 parameters (since 3.32); a build with a
 # lower limit gets executemany (_sqlite_multirow).
 _SQLITE_ROWS = 1024
-# A row's sort key for the bulk insert: its externalId (after workspace_id, event_id).
-_BY_ENTITY = operator.itemgetter(2)
 _sqlite_multirow = sqlite3.sqlite_version_info >= (3, 32, 0)
 
 
@@ -183,17 +180,19 @@ class SqliteRows:
     """A chunk's rows as the multi-row INSERTs take them (``sqlite_rows``)."""
 
     values: list[Any]
-    """Every row's values, flat, rows ordered by entity (``_BY_ENTITY``)."""
+    """Every row's values, flat, rows ordered by entity (their externalId)."""
     sizes: list[int]
     """Rows per statement (``_sqlite_statement_sizes``)."""
     width: int
     """Values per row."""
+    order: list[int]
+    """The index in ``rows`` of each row here (``restamp``)."""
 
 
 def sqlite_rows(workspace_id: str, rows: EventColumns) -> SqliteRows:
     """``rows`` flattened for ``_sqlite_insert_blocks``.
 
-    The rows go in ordered by entity (``_BY_ENTITY``; stable, so an entity's events keep
+    The rows go in ordered by entity (by externalId; stable, so an entity's events keep
     their order). Of the table's b-trees only the per-entity index takes a chunk's rows at
     random places (the primary key and the time indexes take them near their end), and
     SQLite's 2 MB page cache holds little of it: in entity order each of its leaf pages is
@@ -206,9 +205,21 @@ def sqlite_rows(workspace_id: str, rows: EventColumns) -> SqliteRows:
         raise ValueError("the event columns differ in length")
     if any(None in getattr(rows, name) for name in _SQLITE_NOT_NULL):
         raise ValueError("an event row has no value where the table requires one")
-    ordered = sorted(zip(itertools.repeat(workspace_id), *columns), key=_BY_ENTITY)
+    table = list(zip(itertools.repeat(workspace_id), *columns))
+    order = sorted(range(len(table)), key=rows.external_id.__getitem__)
     sizes = list(_sqlite_statement_sizes(len(rows.event_id)))
-    return SqliteRows(list(itertools.chain.from_iterable(ordered)), sizes, len(_NAMES) + 1)
+    values = list(itertools.chain.from_iterable(table[i] for i in order))
+    return SqliteRows(values, sizes, len(_NAMES) + 1, order)
+
+
+_RECEIVED_AT, _SEQ = 1 + _NAMES.index("received_at"), 1 + _NAMES.index("seq")
+
+
+def restamp(flat: SqliteRows, rows: EventColumns) -> None:
+    """Put ``rows``' time of receipt and server order, given anew (``apply.stamp``), into
+    ``flat`` (made from ``rows`` by ``sqlite_rows``)."""
+    flat.values[_RECEIVED_AT :: flat.width] = [rows.received_at[i] for i in flat.order]
+    flat.values[_SEQ :: flat.width] = [rows.seq[i] for i in flat.order]
 
 
 def sqlite_insert_rows(

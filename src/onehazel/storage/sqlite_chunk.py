@@ -141,6 +141,8 @@ class ChunkWrites:
 
 
 def _finish(conn: sqlite3.Connection, writes: ChunkWrites) -> tuple[int | None, JobRecord | None]:
+    if not conn.in_transaction:  # the unit of work's BEGIN IMMEDIATE: the COMMIT below is its end
+        raise RuntimeError("the chunk's transaction is not open")
     added = 0
     if writes.rows is not None:
         added_or_none = sqlite_insert_rows(conn, writes.rows, writes.deltas)
@@ -150,12 +152,11 @@ def _finish(conn: sqlite3.Connection, writes: ChunkWrites) -> tuple[int | None, 
     ws, job = writes.workspace_id, writes.progress
     outcomes = writes.encoded if writes.encoded is not None else orjson.dumps(writes.outcomes).decode()
     statements = [
-        (job_sql.ADD_CHUNK, {**job_sql.chunk_parameters(ws, job.id, writes.start, []), "results": outcomes}),
-        *(
-            (statement, job_sql.json_encoded(params))
-            for statement, params in job_sql.progress_statements(job)
-        ),
+        (statement, job_sql.json_encoded(params)) for statement, params in job_sql.progress_statements(job)
     ]
+    if writes.outcomes:  # none for an empty job: as on the generic path
+        chunk = {**job_sql.chunk_parameters(ws, job.id, writes.start, []), "results": outcomes}
+        statements.insert(0, (job_sql.ADD_CHUNK, chunk))
     for statement, params in statements:
         sql, fixed = sqlite_sql(statement)
         conn.execute(sql, {**fixed, **params})

@@ -107,7 +107,7 @@ class Store:
             async with self.engine.connect() as conn:  # no transaction of SQLAlchemy's
                 driver = (await conn.get_raw_connection()).driver_connection
                 return await in_sqlite_thread(driver, _in_transaction, fn, *args)
-        except (*_UNAVAILABLE, sqlite3.OperationalError) as exc:
+        except (*_UNAVAILABLE, sqlite3.OperationalError, sqlite3.InterfaceError) as exc:
             raise Unavailable(
                 "the database is unavailable; nothing was written, retry later",
                 headers={"Retry-After": "1"},
