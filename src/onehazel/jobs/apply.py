@@ -427,7 +427,7 @@ def plan(prepared: PreparedEvents, replayed: bool, existing: dict[str, str] | No
     start, fingerprints = prepared.start, prepared.fingerprints
     rows = None
     if not replayed:
-        rows = prepared.rows  # stamped by the caller
+        rows = prepared.rows  # given receivedAt and seq at the write (Worker._sqlite_chunk)
         if rows is None:
             return None
         for item in prepared.checked:

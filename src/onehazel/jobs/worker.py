@@ -25,7 +25,7 @@ import secrets
 import socket
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -247,8 +247,7 @@ class Worker:
                 fingerprints = await self.core.fingerprinter(ws)  # also before the transaction
                 prepared = await self._prepared(ahead, job, batch, start, template, fingerprints)
                 ahead = self._look_ahead(job, batch, start + size, template, fingerprints)
-                staged = prepared.staged if prepared is not None else None
-                chunk_of = _Chunk(ws, job, batch, size, template, fingerprints, prepared, ahead, staged)
+                chunk_of = _Chunk(ws, job, batch, size, template, fingerprints, prepared, ahead)
                 async with self.core.store.begin() as uow:
                     step = await self._chunk(uow, chunk_of, stop)
                 if step is None:
@@ -285,7 +284,7 @@ class Worker:
             current, outcomes = fast.current, fast.outcomes
         else:
             current = await uow.jobs.get(ws.id, job.id, lock=True)
-        if current is None or current.status != "processing" or current.lease_owner != self.owner:
+        if not self._holds(current):
             return None
         chunk = c.batch.items[current.processed : current.processed + size]
         if outcomes is None:
@@ -317,9 +316,9 @@ class Worker:
         previous chunk's write), not in the chain from one chunk's COMMIT to the next one's
         write: ~10 ms a 5000-event chunk (the outcomes' JSON, encoded in SQLite's thread, took
         ~4 ms of it with the GIL held). The rows' time of receipt and server order are given
-        here for the flattening and again as the chunk is written (``restamp``): a chunk
-        before it may still go the generic way, which stamps its rows at its write, and an
-        entity's events are listed in ``seq`` order among those of one timestamp."""
+        as the chunk is written (``restamp``; placeholders here): a chunk before it may still
+        go the generic way, which stamps its rows at its write, and an entity's events are
+        listed in ``seq`` order among those of one timestamp."""
         if not self.sqlite_chunks or prepared.rows is None:
             return None
         rows = prepared.rows
@@ -327,10 +326,15 @@ class Worker:
         planned = plan(prepared, False, None)
         if deltas is None or planned is None:  # rows built ahead are counted: not expected
             return None
-        stamp(self.core, rows, self.core.clock())
+        rows.received_at, rows.seq = [0] * len(rows.event_id), [0] * len(rows.event_id)
         outcomes = planned.outcomes
         encoded = orjson.dumps(outcomes).decode()
         return _Staged(sqlite_rows(workspace_id, rows), deltas, outcomes, encoded, tally(outcomes))
+
+    def _holds(self, current: JobRecord | None) -> TypeGuard[JobRecord]:
+        """Does this worker still hold the job (``current``: its row, read in the chunk's
+        transaction)? Else its lease lapsed and another worker took over."""
+        return current is not None and current.status == "processing" and current.lease_owner == self.owner
 
     def _note_replaying(self, job: JobRecord, outcomes: list[dict[str, Any]]) -> None:
         if job.kind == "events" and outcomes:
@@ -360,7 +364,7 @@ class Worker:
         )
         opening = await open_chunk(uow, ask)
         current = opening.job
-        if current is None or current.status != "processing" or current.lease_owner != self.owner:
+        if not self._holds(current):
             return _Fast(current)
         if opening.next_job is not None:
             self._ahead = Ahead.reading(self, ws, *opening.next_job, template, c.fingerprints)
@@ -368,7 +372,7 @@ class Worker:
         chunk_size = len(c.batch.items[current.processed : current.processed + c.size])
         if not opening.live or not prepared.fits(template, c.fingerprints, current.processed, chunk_size):
             return _Fast(current)
-        staged = c.staged
+        staged: _Staged | None = prepared.staged
         if not opening.replayed:  # a new chunk: planned as it was staged (rows built ahead)
             if staged is None:
                 return _Fast(current)
@@ -577,8 +581,8 @@ class Worker:
         unreadable = {"index": None, "code": "job_unreadable", "message": UNREADABLE_MESSAGE}
         async with self.core.store.begin() as uow:
             current = await uow.jobs.get(job.workspace_id, job.id, lock=True)
-            if current is None or current.status != "processing" or current.lease_owner != self.owner:
-                return  # the lease lapsed and another worker took over
+            if not self._holds(current):
+                return
             now = self.core.clock()
             failed = replace(
                 current,
@@ -615,8 +619,6 @@ class _Chunk:
     prepared: PreparedEvents | None
     ahead: Ahead | None
     """The look-ahead of the job's next chunk, if any."""
-    staged: _Staged | None
-    """``prepared.rows`` ready for the SQLite chunk path (``Worker._stage``)."""
 
 
 @dataclass(frozen=True)
@@ -624,7 +626,7 @@ class _Staged:
     """A new chunk, made ready for the SQLite chunk path (``Worker._stage``)."""
 
     flat: SqliteRows
-    """Its rows built ahead, stamped, flattened for the INSERTs."""
+    """Its rows built ahead, flattened for the INSERTs."""
     deltas: list[Delta]
     outcomes: list[dict[str, Any]]
     """Its outcomes should every row go in; as JSON text, and summed up for the job row.
