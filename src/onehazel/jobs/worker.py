@@ -137,7 +137,7 @@ class Worker:
         self.owner = f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
         # SQLite: events chunks in two calls into the driver's thread (_sqlite_chunk); off,
         # every chunk goes by the generic path (as on PostgreSQL): the tests compare both.
-        self.sqlite_chunks = sqlite_chunks and services.core.store.engine.dialect.name == "sqlite"
+        self.sqlite_chunks = sqlite_chunks and services.core.store.is_sqlite
         self._ahead: Ahead | None = None  # the workspace's next job, read and checked ahead
         # The last events chunk was a re-send: the next one likely is too, so its look-ahead
         # does not build rows (PreparedEvents.rows) it would not write. Set from the chunk's

@@ -58,6 +58,13 @@ class UnitOfWork:
         self.analytics = AnalyticsRepository(conn)
 
 
+def _unavailable() -> Unavailable:
+    """The contract's 503 for a database out of reach: the transaction was rolled back."""
+    return Unavailable(
+        "the database is unavailable; nothing was written, retry later", headers={"Retry-After": "1"}
+    )
+
+
 def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -87,10 +94,7 @@ class Store:
             async with self.engine.begin() as conn:
                 yield UnitOfWork(conn)
         except _UNAVAILABLE as exc:
-            raise Unavailable(
-                "the database is unavailable; nothing was written, retry later",
-                headers={"Retry-After": "1"},
-            ) from exc
+            raise _unavailable() from exc
 
     @property
     def is_sqlite(self) -> bool:
@@ -108,10 +112,7 @@ class Store:
                 driver = (await conn.get_raw_connection()).driver_connection
                 return await in_sqlite_thread(driver, _in_transaction, fn, *args)
         except (*_UNAVAILABLE, sqlite3.OperationalError, sqlite3.InterfaceError) as exc:
-            raise Unavailable(
-                "the database is unavailable; nothing was written, retry later",
-                headers={"Retry-After": "1"},
-            ) from exc
+            raise _unavailable() from exc
 
     @asynccontextmanager
     async def autocommit(self, *, driver_only: bool = False) -> AsyncIterator[UnitOfWork]:
@@ -133,10 +134,7 @@ class Store:
                     conn if driver_only else await conn.execution_options(isolation_level="AUTOCOMMIT")
                 )
         except _UNAVAILABLE as exc:
-            raise Unavailable(
-                "the database is unavailable; nothing was written, retry later",
-                headers={"Retry-After": "1"},
-            ) from exc
+            raise _unavailable() from exc
 
     async def forget_overwritten(self) -> bool:
         """SQLite: copy the write-ahead log into the database file and truncate it, so the
