@@ -217,9 +217,9 @@ def progress_statements(record: JobRecord) -> list[tuple[Any, dict[str, Any]]]:
 
 
 def chunk_parameters(
-    workspace_id: str, job_id: str, start_index: int, outcomes: list[dict[str, Any]]
+    workspace_id: str, job_id: str, start_index: int, outcomes: list[dict[str, Any]] | str
 ) -> dict[str, Any]:
-    """``ADD_CHUNK``'s parameters."""
+    """``ADD_CHUNK``'s parameters (``outcomes`` as JSON text for the driver)."""
     return {"ws": workspace_id, "job": job_id, "start": start_index, "results": outcomes}
 
 

@@ -155,8 +155,9 @@ def _finish(conn: sqlite3.Connection, writes: ChunkWrites) -> tuple[int | None, 
         (statement, job_sql.json_encoded(params)) for statement, params in job_sql.progress_statements(job)
     ]
     if writes.outcomes:  # none for an empty job: as on the generic path
-        chunk = {**job_sql.chunk_parameters(ws, job.id, writes.start, []), "results": outcomes}
-        statements.insert(0, (job_sql.ADD_CHUNK, chunk))
+        statements.insert(
+            0, (job_sql.ADD_CHUNK, job_sql.chunk_parameters(ws, job.id, writes.start, outcomes))
+        )
     for statement, params in statements:
         sql, fixed = sqlite_sql(statement)
         conn.execute(sql, {**fixed, **params})
